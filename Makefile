@@ -1,0 +1,74 @@
+# k8smpi-runtime: one command per job. `make test` works on a fresh Debian/Ubuntu machine.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+DEVCLUSTER := $(PYTHON) devcluster/devcluster.py
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup venv apt binaries mpi lint typecheck unit e2e test devcluster devcluster-down \
+	devcluster-clean devcluster-pin demo
+
+help:
+	@echo "make test             setup + lint + type checks + unit + e2e (starts the devcluster)"
+	@echo "make demo             the devcluster and the smoke flow, readable"
+	@echo "make devcluster       start (or reuse) the local control plane; prints export KUBECONFIG=..."
+	@echo "make devcluster-down  stop everything the devcluster started"
+
+# --- setup ----------------------------------------------------------------------------------
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+apt:
+	bash devcluster/apt.sh
+
+binaries:
+	bash devcluster/build.sh >/dev/null
+
+mpi: apt
+	bash devcluster/mpi/install.sh >/dev/null
+
+setup: apt venv binaries mpi
+
+# --- checks ---------------------------------------------------------------------------------
+lint: venv
+	ruff check .
+	ruff format --check .
+	lint-imports
+
+typecheck: venv
+	mypy
+
+unit: venv
+	pytest -q tests/unit
+
+# The e2e tier must run: the conftest fails the session when no e2e test passed.
+e2e: setup
+	K8SMPI_REQUIRE_E2E=1 pytest -q tests/e2e
+
+test: setup lint typecheck
+	K8SMPI_REQUIRE_E2E=1 pytest -q tests
+
+# --- devcluster -----------------------------------------------------------------------------
+devcluster: apt binaries
+	@$(DEVCLUSTER) up
+
+devcluster-down:
+	@$(DEVCLUSTER) down
+
+devcluster-clean:
+	@$(DEVCLUSTER) clean
+
+# Rewrite the Go build modules from devcluster/versions.env (after changing a version there).
+devcluster-pin:
+	bash devcluster/pin.sh
+
+demo: setup
+	$(VPY) devcluster/demo.py

@@ -1,0 +1,116 @@
+"""Host names as MPI launchers and users write them, and the pods they mean.
+
+Shared by kubexec (one host per call), k8s-waitfor (``--hostfile``) and hostfile-gen, so a
+name that works in one works in all. Accepted forms::
+
+    pod-name                          my-cnode-1
+    <hostname>.<subdomain>            my-cnode-1.my-hpc-cluster
+    <hostname>.<subdomain>.<ns>       my-cnode-1.my-hpc-cluster.team-a
+    ... .svc and .svc.<domain>        my-cnode-1.my-hpc-cluster.team-a.svc.cluster.local
+    a trailing dot, user@ in front    alice@my-cnode-1.my-hpc-cluster.
+    an IPv4 or IPv6 pod IP            10.0.3.7, fd00::7, [fd00::7]
+
+A name is first taken as a pod name (StatefulSet pods: hostname == pod name); pods of Indexed
+Jobs and JobSets have a ``spec.hostname`` that differs from the pod name and are found by
+``spec.hostname`` + ``spec.subdomain``. The cluster domain is whatever follows ``svc``: nothing
+here assumes ``cluster.local``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+Pod = dict[str, Any]
+
+
+class HostError(ValueError):
+    """A host string that cannot name a pod."""
+
+
+@dataclass(frozen=True)
+class HostRef:
+    """What a host string says about the pod it means."""
+
+    text: str
+    user: str | None = None
+    #: First DNS label (a pod name or a pod's spec.hostname); None for an IP.
+    name: str | None = None
+    subdomain: str | None = None
+    #: Only when the FQDN carries it; otherwise the caller's namespace applies.
+    namespace: str | None = None
+    ip: str | None = None
+
+    @property
+    def is_ip(self) -> bool:
+        return self.ip is not None
+
+
+def parse_host(text: str) -> HostRef:
+    """Split ``[user@]host`` into what it says; raises HostError for what no pod can be."""
+    original = text
+    user = None
+    if "@" in text:
+        user, _, text = text.rpartition("@")
+        if not user:
+            raise HostError(f"empty user name in {original!r}")
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise HostError(f"no host name in {original!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return HostRef(text=original, user=user, ip=str(ip))
+    host = host.rstrip(".").lower()
+    labels = host.split(".")
+    if any(not label for label in labels):
+        raise HostError(f"malformed host name {original!r}")
+    name = labels[0]
+    subdomain = labels[1] if len(labels) > 1 else None
+    namespace = labels[2] if len(labels) > 2 else None
+    # <host>.<sub>.<ns>.svc[.<domain>]: anything else after the namespace is not a pod name.
+    if len(labels) > 3 and labels[3] != "svc":
+        raise HostError(
+            f"{original!r} is not <hostname>.<subdomain>.<namespace>.svc[.<cluster-domain>]"
+        )
+    return HostRef(text=original, user=user, name=name, subdomain=subdomain, namespace=namespace)
+
+
+def matches(ref: HostRef, pod: Pod) -> bool:
+    """Whether ``pod`` is what ``ref`` names (namespace is the caller's concern)."""
+    status = pod.get("status") or {}
+    if ref.ip is not None:
+        ips = {status.get("podIP")} | {p.get("ip") for p in status.get("podIPs") or []}
+        return any(_same_ip(ref.ip, ip) for ip in ips if ip)
+    spec = pod.get("spec") or {}
+    meta = pod.get("metadata") or {}
+    hostname = spec.get("hostname")
+    subdomain = spec.get("subdomain")
+    if ref.subdomain is None:
+        return bool(meta.get("name") == ref.name or hostname == ref.name)
+    # With a subdomain, the pod must be in it -- as DNS would have it.
+    if hostname:
+        return bool(hostname == ref.name and subdomain == ref.subdomain)
+    return bool(meta.get("name") == ref.name and subdomain == ref.subdomain)
+
+
+def find(ref: HostRef, pods: Iterable[Pod]) -> Pod | None:
+    """The pod ``ref`` names among ``pods``; a live pod wins over one being deleted."""
+    found = [p for p in pods if matches(ref, p)]
+    found.sort(key=lambda p: bool((p.get("metadata") or {}).get("deletionTimestamp")))
+    return found[0] if found else None
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False

@@ -1,0 +1,202 @@
+"""The pods/exec streaming protocol over a websocket (``v5.channel.k8s.io``, ``v4`` fallback).
+
+Each binary message is one channel byte and the payload: 0 stdin, 1 stdout, 2 stderr,
+3 error/status (a ``metav1.Status`` once the command ends), 4 terminal resize. v5 adds a CLOSE
+message ``[255, channel]`` so a client can half-close stdin, which v4 cannot (kubernetes#89899).
+The exit status is parsed here from channel 3; a stream that ends without one is a failure,
+never a success (kubernetes#73056).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import websocket
+
+from k8smpi_runtime.errors import K8smpiError, TransportError, api_error
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from k8smpi_runtime.kube.config import ClientConfig
+
+logger = logging.getLogger(__name__)
+
+STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
+CLOSE = 255
+V5 = "v5.channel.k8s.io"
+V4 = "v4.channel.k8s.io"
+SUBPROTOCOLS = (V5, V4)
+
+
+class ExecFailed(K8smpiError):
+    """The exec ended with a status that carries no exit code (e.g. executable not found)."""
+
+
+@dataclass(frozen=True)
+class ExecTarget:
+    namespace: str
+    pod: str
+    container: str | None = None
+
+
+def exec_url(
+    config: ClientConfig,
+    target: ExecTarget,
+    command: Sequence[str],
+    *,
+    stdin: bool,
+    tty: bool,
+) -> str:
+    params: list[tuple[str, str]] = [("command", c) for c in command]
+    params += [
+        ("stdin", str(stdin).lower()),
+        ("stdout", "true"),
+        # With a tty the remote has one output stream; asking for stderr too is rejected.
+        ("stderr", str(not tty).lower()),
+        ("tty", str(tty).lower()),
+    ]
+    if target.container:
+        params.append(("container", target.container))
+    server = urllib.parse.urlsplit(config.server)
+    path = (
+        f"{server.path.rstrip('/')}/api/v1/namespaces/{urllib.parse.quote(target.namespace)}"
+        f"/pods/{urllib.parse.quote(target.pod)}/exec"
+    )
+    return urllib.parse.urlunsplit(("wss", server.netloc, path, urllib.parse.urlencode(params), ""))
+
+
+def exit_code(status: dict[str, Any]) -> int:
+    """The remote exit code a channel-3 Status carries; ExecFailed when it carries none."""
+    if status.get("status") == "Success":
+        return 0
+    causes = (status.get("details") or {}).get("causes") or []
+    if status.get("reason") == "NonZeroExitCode":
+        for cause in causes:
+            if cause.get("reason") == "ExitCode":
+                try:
+                    return int(cause.get("message", ""))
+                except ValueError:
+                    break
+    message = str(status.get("message") or status.get("reason") or "exec failed without status")
+    raise ExecFailed(message[:256].replace("\n", " "))
+
+
+class ExecStream:
+    """One pods/exec session: connect, send stdin, iterate output frames, read the status.
+
+    ``frames()`` yields ``(channel, payload)`` for stdout and stderr; after it ends,
+    :attr:`status` holds the channel-3 Status, or None if the stream was cut before it came.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        target: ExecTarget,
+        command: Sequence[str],
+        *,
+        stdin: bool,
+        tty: bool = False,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.target = target
+        self.status: dict[str, Any] | None = None
+        url = exec_url(config, target, command, stdin=stdin, tty=tty)
+        headers = [f"{k}: {v}" for k, v in config.auth_headers().items()]
+        try:
+            self._ws = websocket.create_connection(
+                url,
+                header=headers,
+                subprotocols=list(SUBPROTOCOLS),
+                sslopt={"context": config.ssl_context()},
+                timeout=connect_timeout,
+                enable_multithread=True,
+                skip_utf8_validation=True,
+            )
+        except websocket.WebSocketBadStatusException as e:
+            body = _json(e.resp_body)
+            text = e.resp_body.decode(errors="replace") if isinstance(e.resp_body, bytes) else ""
+            raise api_error(e.status_code, body, text) from e
+        except (OSError, websocket.WebSocketException) as e:
+            raise TransportError(f"exec into {target.pod}: {type(e).__name__}: {e}") from e
+        # From here on the remote command may run for hours: no read timeout.
+        self._ws.settimeout(None)
+        self.protocol: str = self._ws.subprotocol or ""
+        logger.debug("exec %s/%s over %s", target.namespace, target.pod, self.protocol or "?")
+        if self.protocol not in SUBPROTOCOLS:
+            self._ws.close()
+            raise TransportError(
+                f"API server offered no supported exec sub-protocol (got {self.protocol!r})"
+            )
+
+    @property
+    def can_close_stdin(self) -> bool:
+        return self.protocol == V5
+
+    def write_stdin(self, data: bytes) -> None:
+        if data:
+            self._send(bytes([STDIN]) + data)
+
+    def close_stdin(self) -> None:
+        """Half-close stdin (v5). On v4 this is impossible; the caller must cope."""
+        if self.can_close_stdin:
+            self._send(bytes([CLOSE, STDIN]))
+
+    def resize(self, columns: int, rows: int) -> None:
+        self._send(bytes([RESIZE]) + json.dumps({"Width": columns, "Height": rows}).encode())
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            self._ws.send_binary(frame)
+        except (OSError, websocket.WebSocketException) as e:
+            raise TransportError(f"exec into {self.target.pod}: sending failed: {e}") from e
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """stdout/stderr payloads as they arrive, until the server closes the stream."""
+        while True:
+            try:
+                opcode, data = self._ws.recv_data()
+            except websocket.WebSocketConnectionClosedException:
+                return
+            except (OSError, websocket.WebSocketException) as e:
+                raise TransportError(f"exec into {self.target.pod}: stream broken: {e}") from e
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return
+            if opcode not in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_TEXT):
+                continue
+            if not data:
+                continue
+            channel, payload = data[0], data[1:]
+            if channel == ERROR:
+                if payload:
+                    self.status = _json(payload) or {"message": payload.decode(errors="replace")}
+            elif channel in (STDOUT, STDERR) and payload:
+                yield channel, payload
+
+    def exit_code(self) -> int:
+        """After ``frames()`` ended: the remote exit code, or an error that says why not."""
+        if self.status is None:
+            raise TransportError(
+                f"exec into {self.target.pod}: stream ended without an exit status"
+            )
+        return exit_code(self.status)
+
+    def close(self) -> None:
+        try:
+            self._ws.close(timeout=1)
+        except (OSError, websocket.WebSocketException):
+            logger.debug("closing the exec stream failed", exc_info=True)
+
+
+def _json(raw: bytes | str | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

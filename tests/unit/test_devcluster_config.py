@@ -1,0 +1,107 @@
+"""What the devcluster generates, checked without starting it."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def devcluster() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("devcluster", REPO / "devcluster/devcluster.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["devcluster"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for line in (REPO / "devcluster/versions.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
+
+def test_nodes_match_the_seed_talk(devcluster: ModuleType) -> None:
+    node = devcluster.node_manifest(3)
+    assert node["metadata"]["name"] == "kwok-node-3"
+    for field in ("capacity", "allocatable"):
+        res = node["status"][field]
+        assert res["cpu"] == "160"
+        assert res["memory"] == "598005824Ki"
+        assert res["nvidia.com/gpu"] == "4"
+        assert res["rdma/hca"] == "1k"
+        assert res["pods"] == "500"
+    assert node["metadata"]["labels"][devcluster.NODE_LABEL] == "true"
+
+
+def test_generated_configs_parse(devcluster: ModuleType, tmp_path: Path) -> None:
+    lay = devcluster.Layout(tmp_path)
+    lay.pki.mkdir()
+    for name in ("ca", "admin", "kube-controller-manager", "kube-scheduler", "kwok", "coredns"):
+        (lay.pki / f"{name}.crt").write_text("cert")
+        (lay.pki / f"{name}.key").write_text("key")
+    devcluster.write_configs(lay, devcluster.Ports())
+    docs = list(yaml.safe_load_all((tmp_path / "kwok.yaml").read_text()))
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["KwokConfiguration", "Stage", "Stage", "Stage"]
+    # Nodes advertise podexec's port as their kubelet's; kwok's own exec handler is off.
+    assert docs[0]["options"]["nodePort"] == devcluster.Ports().kubelet
+    assert docs[0]["options"]["enableDebuggingHandlers"] is False
+    assert {d["metadata"]["name"] for d in docs[1:]} == {
+        "node-initialize",
+        "pod-ready",
+        "pod-delete",
+    }
+    policy = yaml.safe_load((tmp_path / "audit-policy.yaml").read_text())
+    assert "pods/exec" in policy["rules"][0]["resources"][0]["resources"]
+    kubeconfig = yaml.safe_load(lay.kubeconfig.read_text())
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:16443"
+    assert (lay.kubeconfig.stat().st_mode & 0o777) == 0o600
+    corefile = (tmp_path / "Corefile").read_text()
+    assert "bind 127.0.83.1" in corefile
+    assert "kubernetes cluster.local" in corefile
+    resolv = lay.resolv_conf.read_text()
+    assert resolv.startswith("nameserver 127.0.83.1\n")
+
+
+def test_every_component_listens_on_loopback_only(devcluster: ModuleType, tmp_path: Path) -> None:
+    argv = devcluster.command_lines(devcluster.Layout(tmp_path), tmp_path, devcluster.Ports())
+    assert set(argv) == set(devcluster.COMPONENTS)
+    for name, args in argv.items():
+        for arg in args:
+            listen = r"(?:bind-address|server-address|listen-[a-z]+-urls)=(?:https?://)?([0-9.]+)"
+            for addr in re.findall(listen, arg):
+                assert addr.startswith("127."), f"{name}: {arg}"
+
+
+def test_go_build_modules_pin_versions_env() -> None:
+    v = versions()
+    pins = {
+        "kube": ("k8s.io/kubernetes", v["KUBE_VERSION"]),
+        "etcd": ("go.etcd.io/etcd/server/v3", v["ETCD_VERSION"]),
+        "kwok": ("sigs.k8s.io/kwok", v["KWOK_VERSION"]),
+        "coredns": ("github.com/coredns/coredns", v["COREDNS_VERSION"]),
+    }
+    for folder, (module, version) in pins.items():
+        gomod = (REPO / "devcluster/gobuild" / folder / "go.mod").read_text()
+        assert f"\nrequire {module} v{version}\n" in gomod, folder
+    staging = re.findall(
+        r"^\t(k8s\.io/\S+) => \1 (v\S+)$",
+        (REPO / "devcluster/gobuild/kube/go.mod").read_text(),
+        re.M,
+    )
+    assert len(staging) > 25
+    minor = v["KUBE_VERSION"].split(".", 1)[1]
+    assert {tag for _, tag in staging} == {f"v0.{minor}"}
