@@ -71,6 +71,32 @@ class Ports:
     # glibc's resolver always asks port 53, so CoreDNS gets a loopback address of its own.
     dns_address: str = "127.0.83.1"
 
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Ports:
+        """``DEVCLUSTER_PORT_OFFSET=N`` moves every endpoint, so two checkouts can each run one."""
+        raw = (os.environ if env is None else env).get("DEVCLUSTER_PORT_OFFSET", "0")
+        try:
+            offset = int(raw)
+        except ValueError:
+            raise DevclusterError(f"DEVCLUSTER_PORT_OFFSET must be an integer: {raw!r}") from None
+        if not 0 <= offset < 250:
+            raise DevclusterError("DEVCLUSTER_PORT_OFFSET must be in 0..249")
+        base = cls()
+        ports = {
+            name: getattr(base, name) + offset
+            for name in (
+                "etcd_client",
+                "etcd_peer",
+                "apiserver",
+                "controller_manager",
+                "scheduler",
+                "kwok",
+                "kubelet",
+                "coredns_ready",
+            )
+        }
+        return cls(**ports, dns_address=f"127.0.83.{1 + offset}")
+
 
 # The seed talk's node (`kubectl describe node`), as capacity and allocatable.
 NODE_RESOURCES: dict[str, str] = {
@@ -914,8 +940,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be >= 1")
-    lay, ports = default_layout(), Ports()
+    lay = default_layout()
     try:
+        ports = Ports.from_env()
         if args.command == "up":
             return cmd_up(lay, ports, args.nodes)
         if args.command == "down":

@@ -126,6 +126,54 @@ class Cluster:
         path.chmod(0o600)
         return path
 
+    def add_nodes(self, count: int, owner: str) -> list[str]:
+        """``count`` extra simulated nodes (seed-talk resources) for a test that needs capacity.
+
+        They carry ``k8smpi.dev/test-nodes=<owner>``; :meth:`remove_nodes` deletes them.
+        """
+        if self.root is None:
+            raise RuntimeError("extra simulated nodes need the devcluster")
+        resources = self.state["node_resources"]
+        names = [f"kwok-{owner}-{i}" for i in range(count)]
+        items = [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {
+                        "k8smpi.dev/test-nodes": owner,
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "type": "kwok",
+                    },
+                },
+                "status": {"capacity": resources, "allocatable": resources},
+            }
+            for name in names
+        ]
+        doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        self.kubectl("create", "-f", "-", input=doc)
+
+        def all_ready() -> bool:
+            nodes = self.get("nodes", "-l", f"k8smpi.dev/test-nodes={owner}")["items"]
+            ready = [
+                n
+                for n in nodes
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in n.get("status", {}).get("conditions", [])
+                )
+            ]
+            return len(ready) == count
+
+        wait_for(all_ready, timeout=60, what=f"{count} extra nodes Ready")
+        return names
+
+    def remove_nodes(self, owner: str) -> None:
+        self.kubectl("delete", "nodes", "-l", f"k8smpi.dev/test-nodes={owner}", "--wait=true")
+
     # -- DNS -------------------------------------------------------------------------------
 
     def resolv_conf(self, namespace: str) -> Path:
