@@ -910,13 +910,29 @@ def cmd_down(lay: Layout) -> int:
     return EXIT_OK
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def cmd_status(lay: Layout, ports: Ports) -> int:
+    """One line per component with its pid and resident memory; exit 1 if any is down."""
     bad = 0
+    total = 0
     for name in COMPONENTS:
         pid = read_pid(lay, name)
         ok = pid is not None and healthy(lay, ports, name)
         bad += not ok
-        print(f"{name:24} {'running' if ok else 'down':8} {pid or '-'}")
+        rss = _rss_kib(pid) if pid else 0
+        total += rss
+        state = "running" if ok else "down"
+        print(f"{name:24} {state:8} pid {pid or '-':>7}  rss {rss / 1024:7.1f} MiB")
+    print(f"{'total':24} {'':8} {'':11}  rss {total / 1024:7.1f} MiB")
     return EXIT_OK if bad == 0 else EXIT_FAILED
 
 

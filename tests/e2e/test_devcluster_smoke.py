@@ -151,15 +151,15 @@ def test_down_leaves_no_process_and_up_restarts(cluster: Cluster) -> None:
     subprocess.run([sys.executable, str(devcluster), "down"], check=True, timeout=120)
     alive = [name for name, pid in pids.items() if _running(pid)]
     assert alive == [], f"still running after down: {alive}"
-    bin_dir = Path(cluster.state["bin"])
+    # Anything still running from this devcluster's folder (its components' cwd), by any pid.
     leftovers = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                exe = Path((proc / "exe").readlink())
+                cwd = (proc / "cwd").readlink()
             except OSError:
                 continue
-            if exe.parent == bin_dir:
-                leftovers.append(f"{proc.name}:{exe.name}")
-    assert leftovers == [], f"devcluster binaries still running: {leftovers}"
+            if cwd == cluster.root and _running(int(proc.name)):
+                leftovers.append(f"{proc.name}:{(proc / 'comm').read_text().strip()}")
+    assert leftovers == [], f"devcluster processes still running: {leftovers}"
     subprocess.run([sys.executable, str(devcluster), "up"], check=True, timeout=300)
