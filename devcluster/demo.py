@@ -52,7 +52,7 @@ def main() -> int:
             "get",
             "nodes",
             "-o",
-            "custom-columns=NODE:.metadata.name,GPUS:.status.allocatable.nvidia\\.com/gpu,HCA:.status.allocatable.rdma/hca,CPU:.status.allocatable.cpu,READY:.status.conditions[-1].status",
+            "custom-columns=NODE:.metadata.name,GPUS:.status.allocatable.nvidia\\.com/gpu,HCA:.status.allocatable.rdma/hca,CPU:.status.allocatable.cpu,READY:.status.conditions[?(@.type=='Ready')].status",
         ).stdout
     )
 
@@ -92,6 +92,7 @@ def main() -> int:
         show("$ kubectl exec my-cnode-1 -- sh -c 'echo ok from $(hostname); exit 3'")
         show(f"{proc.stdout}exit code: {proc.returncode}")
         if proc.returncode != 3:
+            print("demo: the exit code did not come back through pods/exec", file=sys.stderr)
             return 1
 
         say("Resolving the pods' DNS names through CoreDNS, as a pod in the namespace would")
@@ -120,7 +121,8 @@ def main() -> int:
             check=False,
         )
         show(proc.stdout or proc.stderr)
-        if proc.stdout.count("my-cnode-") != 4:
+        if len(proc.stdout.splitlines()) != 4:
+            print("demo: not every pod name resolved", file=sys.stderr)
             return 1
 
         say("A pod asking for 5 GPUs, more than any node has, stays Pending")
