@@ -10,13 +10,14 @@ DEVCLUSTER := $(PYTHON) devcluster/devcluster.py
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup venv apt binaries mpi lint typecheck unit e2e test devcluster devcluster-down \
-	devcluster-clean devcluster-pin demo
+	devcluster-clean devcluster-pin demo images
 
 help:
 	@echo "make test             setup + lint + type checks + unit + e2e (starts the devcluster)"
 	@echo "make demo             the devcluster and the smoke flow, readable"
 	@echo "make devcluster       start (or reuse) the local control plane; prints export KUBECONFIG=..."
 	@echo "make devcluster-down  stop everything the devcluster started"
+	@echo "make images           build the CPU, waiter and example images (podman or Docker)"
 
 # --- setup ----------------------------------------------------------------------------------
 venv: $(VENV)/.installed
@@ -72,3 +73,9 @@ devcluster-pin:
 
 demo: setup
 	$(VPY) devcluster/demo.py
+
+# --- images ---------------------------------------------------------------------------------
+# The CPU and waiter images (and the example user image FROM the CPU one), built here without a
+# registry; the GPU base needs NVIDIA's hosts: `$(VPY) -m images.build base --pull` elsewhere.
+images: apt venv
+	$(VPY) -m images.build cpu waiter example --example-from cpu

@@ -7,6 +7,11 @@ pkgs=(
   gcc make         # building the MPI test program (launchers: devcluster/mpi/install.sh)
   python3-venv     # the .venv (Debian splits venv out of python3)
   ca-certificates
+  # images/: the e2e tier builds and runs the CPU and waiter images without a registry or
+  # Docker daemon: podman (its API socket serves the image tool), buildah, runc (crun fails on
+  # hybrid cgroups), fuse-overlayfs/uidmap (overlay storage), iptables (container networking),
+  # debootstrap (the debian:<suite> base image is made locally).
+  podman buildah runc fuse-overlayfs uidmap iptables debootstrap
 )
 missing=()
 for p in "${pkgs[@]}"; do
