@@ -24,8 +24,6 @@ import base64
 import json
 import os
 import ssl
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +71,8 @@ class ClientConfig:
 def _load_cert_chain(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
     # The ssl module only loads key pairs from files: a private file, deleted at once.
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - private 0600 file
+    import tempfile  # noqa: PLC0415 - only client-certificate users pay for it (kubexec startup)
+
     fd, name = tempfile.mkstemp(prefix="k8smpi-", suffix=".pem", dir=shm)
     try:
         os.write(fd, cert + b"\n" + key)
@@ -266,6 +266,8 @@ def _exec_plugin(
     child_env["KUBERNETES_EXEC_INFO"] = json.dumps(
         {"apiVersion": api_version, "kind": "ExecCredential", "spec": {"interactive": False}}
     )
+    import subprocess  # noqa: PLC0415 - only exec-plugin users pay for it (kubexec startup)
+
     try:
         proc = subprocess.run(
             [command, *(spec.get("args") or [])],

@@ -15,11 +15,11 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import websocket
-
 from k8smpi_runtime.errors import K8smpiError, TransportError, api_error
+from k8smpi_runtime.kube import websocket
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Iterator, Sequence
 
     from k8smpi_runtime.kube.config import ClientConfig
@@ -31,6 +31,7 @@ CLOSE = 255
 V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
 SUBPROTOCOLS = (V5, V4)
+USER_AGENT = "k8smpi-runtime"
 
 
 class ExecFailed(K8smpiError):
@@ -102,32 +103,43 @@ class ExecStream:
         stdin: bool,
         tty: bool = False,
         connect_timeout: float = 30.0,
+        subprotocols: Sequence[str] = SUBPROTOCOLS,
+        sock: ssl.SSLSocket | None = None,
     ) -> None:
+        """Open the exec stream; on ``sock`` (an idle keep-alive connection to the API server,
+        which this takes over) when given, else on a new connection."""
         self.target = target
         self.status: dict[str, Any] | None = None
-        url = exec_url(config, target, command, stdin=stdin, tty=tty)
-        headers = [f"{k}: {v}" for k, v in config.auth_headers().items()]
+        url = urllib.parse.urlsplit(exec_url(config, target, command, stdin=stdin, tty=tty))
+        headers = [*config.auth_headers().items(), ("User-Agent", USER_AGENT)]
+        endpoint = websocket.Endpoint(
+            host=url.hostname or "", port=url.port or 443, path=f"{url.path}?{url.query}"
+        )
         try:
-            self._ws = websocket.create_connection(
-                url,
-                header=headers,
-                subprotocols=list(SUBPROTOCOLS),
-                sslopt={"context": config.ssl_context()},
-                timeout=connect_timeout,
-                enable_multithread=True,
-                skip_utf8_validation=True,
-            )
-        except websocket.WebSocketBadStatusException as e:
-            body = _json(e.resp_body)
-            text = e.resp_body.decode(errors="replace") if isinstance(e.resp_body, bytes) else ""
-            raise api_error(e.status_code, body, text) from e
-        except (OSError, websocket.WebSocketException) as e:
+            if sock is None:
+                self._ws = websocket.connect(
+                    endpoint,
+                    context=config.ssl_context(),
+                    server_hostname=config.tls_server_name,
+                    headers=headers,
+                    subprotocols=subprotocols,
+                    timeout=connect_timeout,
+                )
+            else:
+                sock.settimeout(connect_timeout)
+                self._ws = websocket.upgrade(
+                    sock, endpoint, headers=headers, subprotocols=subprotocols
+                )
+        except websocket.HandshakeRefused as e:
+            text = e.body.decode(errors="replace")
+            raise api_error(e.status, _json(e.body), text or e.reason) from e
+        except OSError as e:
             raise TransportError(f"exec into {target.pod}: {type(e).__name__}: {e}") from e
         # From here on the remote command may run for hours: no read timeout.
         self._ws.settimeout(None)
-        self.protocol: str = self._ws.subprotocol or ""
+        self.protocol: str = self._ws.subprotocol
         logger.debug("exec %s/%s over %s", target.namespace, target.pod, self.protocol or "?")
-        if self.protocol not in SUBPROTOCOLS:
+        if self.protocol not in subprotocols:
             self._ws.close()
             raise TransportError(
                 f"API server offered no supported exec sub-protocol (got {self.protocol!r})"
@@ -152,22 +164,19 @@ class ExecStream:
     def _send(self, frame: bytes) -> None:
         try:
             self._ws.send_binary(frame)
-        except (OSError, websocket.WebSocketException) as e:
+        except OSError as e:
             raise TransportError(f"exec into {self.target.pod}: sending failed: {e}") from e
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """stdout/stderr payloads as they arrive, until the server closes the stream."""
         while True:
             try:
-                opcode, data = self._ws.recv_data()
-            except websocket.WebSocketConnectionClosedException:
-                return
-            except (OSError, websocket.WebSocketException) as e:
+                message = self._ws.recv()
+            except OSError as e:
                 raise TransportError(f"exec into {self.target.pod}: stream broken: {e}") from e
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if message is None:
                 return
-            if opcode not in (websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_TEXT):
-                continue
+            _opcode, data = message
             if not data:
                 continue
             channel, payload = data[0], data[1:]
@@ -185,10 +194,17 @@ class ExecStream:
             )
         return exit_code(self.status)
 
+    def abort(self) -> None:
+        """Drop the connection at once, without a close handshake (the remote sees stdin EOF).
+
+        Safe from another thread while one is blocked in :meth:`frames`.
+        """
+        self._ws.abort()
+
     def close(self) -> None:
         try:
-            self._ws.close(timeout=1)
-        except (OSError, websocket.WebSocketException):
+            self._ws.close()
+        except OSError:
             logger.debug("closing the exec stream failed", exc_info=True)
 
 

@@ -40,6 +40,10 @@ Modes (:data:`StdinMode`, plus ``guard``):
   ``done``, which kubexec sends after it has the command's exit status, stands it down. EOF
   without ``done`` runs the same teardown as above, by marker and by the marked session
   leader.
+- ``framed``: ``forward`` for API servers that speak only ``v4.channel.k8s.io``, which cannot
+  half-close stdin (kubernetes#89899). kubexec sends stdin as frames, ``<length>\\n`` and that
+  many bytes, and ``0\\n`` for EOF; the wrapper decodes them (``read`` and ``head -c``, which
+  never read ahead) into a pipe to the command, whose stdin then ends where kubexec's did.
 - ``tty``: an interactive exec with a terminal. The command replaces the wrapper (no
   ``setsid``), keeping the controlling terminal. On disconnect the kernel sends SIGHUP, as
   with sshd.
@@ -65,7 +69,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-StdinMode = Literal["lifeline", "forward", "tty"]
+StdinMode = Literal["lifeline", "forward", "framed", "tty"]
 """How the exec's stdin is used: lifeline only, the command's stdin, or a terminal."""
 
 EXIT_WRAPPER_FAILED = 255
@@ -152,6 +156,14 @@ guard_present() {
     done
     return 1
 }
+# Frames on stdin (framed mode): "<length>\n" then that many bytes; "0\n" ends the input.
+unframe() {
+    while IFS= read -r _n; do
+        case $_n in '' | *[!0-9]*) return 1 ;; esac
+        [ "$_n" -eq 0 ] && return 0
+        head -c "$_n" || return 1
+    done
+}
 if [ "$mode" = guard ]; then
     printf 'ready\n'
     exec >/dev/null 2>&1
@@ -210,12 +222,22 @@ fi
 # that died by a signal); the command, a subshell that execs, gets the exec's stderr.
 _s=
 command -v setsid >/dev/null 2>&1 && _s=setsid
-if [ "$mode" = forward ]; then
+if [ "$mode" = forward ] || [ "$mode" = framed ]; then
     if ! guard_present; then
         echo "kubexec: the lifeline exec (guard) of session $sid is not running; not starting" >&2
         exit 255
     fi
     exec 4>&2 2>/dev/null
+    if [ "$mode" = framed ]; then
+        # The decoder runs in the background, holding neither the exec's stdout nor stderr
+        # (a subshell that closes them: a function call with redirections would keep saved
+        # copies), so a command that exits before its input ends is not held up. It ends at
+        # the EOF frame, on a write to a closed pipe, or when the exec's stdin closes.
+        exec 3<&0
+        { (exec 3<&- 4>&-; unframe) <&3 & } |
+            (export KUBEXEC_SESSION="$sid"; exec $_s "$@" 2>&4 4>&- 3<&-)
+        exit
+    fi
     (export KUBEXEC_SESSION="$sid"; exec $_s "$@" 2>&4 4>&-)
     exit
 fi
@@ -279,7 +301,7 @@ def build_remote_argv(
     ``stdin=true`` and nothing ever written to it, ``forward`` needs a running guard exec
     (:func:`build_guard_argv`) with the same ``session_id``.
     """
-    if stdin not in ("lifeline", "forward", "tty"):
+    if stdin not in ("lifeline", "forward", "framed", "tty"):
         raise ValueError(f"unknown stdin mode {stdin!r}")
     if command is not None and "\0" in command:
         raise ValueError("the command contains a NUL byte")

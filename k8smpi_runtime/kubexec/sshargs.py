@@ -123,8 +123,8 @@ class Invocation:
     """The number of ``-v``."""
     connect_timeout: float | None = None
     """``-o ConnectTimeout``, in seconds. ``None`` means no limit of our own."""
-    connection_attempts: int = 1
-    """``-o ConnectionAttempts``: at least 1."""
+    connection_attempts: int | None = None
+    """``-o ConnectionAttempts``: at least 1. ``None`` means kubexec's default."""
     log_file: str | None = None
     """``-E``: append diagnostics to this file instead of stderr."""
     port: int | None = None
@@ -454,7 +454,7 @@ def _finish(draft: _Draft, *, host: str, command: str | None, env: Mapping[str, 
         quiet=draft.quiet,
         verbosity=draft.verbosity,
         connect_timeout=draft.connect_timeout,
-        connection_attempts=draft.connection_attempts or 1,
+        connection_attempts=draft.connection_attempts,
         log_file=draft.log_file,
         port=draft.port,
         namespace=setting("namespace"),

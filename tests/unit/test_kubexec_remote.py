@@ -444,3 +444,32 @@ def test_root_without_setuid_capability_cannot_switch(session_id: str) -> None:
     rc, out, err = Wrapper(no_caps + argv_for("true", session_id, uid=1000, gid=1000)).finish()
     assert (rc, out) == (255, b"")
     assert b"without CAP_SETUID/CAP_SETGID); set securityContext.runAsUser=1000" in err
+
+
+# --- framed mode: forward over v4, which cannot half-close stdin -------------------------------
+
+
+def frames(data: bytes, size: int = 65536) -> bytes:
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%d\n%s" % (len(c), c) for c in chunks) + b"0\n"
+
+
+def test_framed_stdin_is_decoded_and_ends_at_the_end_frame(session_id: str) -> None:
+    guard = start_guard(session_id)
+    wait_ready(guard)
+    data = os.urandom(200_000) + b"\n0\n12\n"  # payload that looks like frames stays payload
+    wrapper = Wrapper(argv_for("cat; echo end >&2", session_id, stdin="framed"))
+    wrapper.write(frames(data, 70_000))  # the exec's stdin stays open: only the frame ends it
+    assert wrapper.finish() == (0, data, b"end\n")
+    guard.write(b"done\n")
+    assert guard.finish()[0] == 0
+
+
+def test_framed_command_that_stops_reading_is_not_held_up(session_id: str) -> None:
+    guard = start_guard(session_id)
+    wait_ready(guard)
+    wrapper = Wrapper(argv_for("head -c 3; exit 4", session_id, stdin="framed"))
+    wrapper.write(b"10\n0123456789")  # no end frame, stdin left open
+    assert wrapper.finish() == (4, b"012", b"")
+    guard.write(b"done\n")
+    assert guard.finish()[0] == 0

@@ -287,7 +287,7 @@ def test_connect_timeout(option: str, seconds: float | None) -> None:
 def test_connection_attempts_and_first_value_wins() -> None:
     inv = p("-o", "ConnectionAttempts=3", "-o", "ConnectionAttempts=9", "h")
     assert inv.connection_attempts == 3
-    assert p("h").connection_attempts == 1
+    assert p("h").connection_attempts is None
     assert p("-o", "ConnectTimeout=4", "-o", "ConnectTimeout=8", "h").connect_timeout == 4.0
     assert p("-p", "22", "-p", "2222", "h").port == 22
 

@@ -1,0 +1,191 @@
+"""kubexec's one connection to the API server: the pod lookup, then the exec on the same socket.
+
+A kubexec call makes one or two small GETs and one exec. Doing them over one keep-alive TLS
+connection saves a handshake, and this small HTTP/1.1 client (JSON bodies, Content-Length or
+chunked) saves importing ``http.client`` and the ``email`` package it drags in: both count,
+because launchers start kubexec once per remote node per job. Anything larger (watches,
+writes, other tools) uses :class:`k8smpi_runtime.kube.rest.Api`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from k8smpi_runtime.errors import TransportError, api_error
+from k8smpi_runtime.kube import websocket
+from k8smpi_runtime.kube.exec import USER_AGENT
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from io import BufferedReader
+
+    from k8smpi_runtime.kube.config import ClientConfig
+
+logger = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+MAX_LINE = 64 * 1024
+
+
+class Connection:
+    """GET and paginated list over one keep-alive connection (the resolve.PodApi protocol)."""
+
+    def __init__(self, config: ClientConfig, *, timeout: float = 30.0) -> None:
+        url = urllib.parse.urlsplit(config.server)
+        if url.scheme != "https" or not url.hostname:
+            raise TransportError(f"API server URL must be https://host[:port]: {config.server}")
+        self.config = config
+        self.timeout = timeout
+        self._host = url.hostname
+        self._port = url.port or 443
+        self._base = url.path.rstrip("/")
+        self._sock: ssl.SSLSocket | None = None
+        self._reader: BufferedReader | None = None
+
+    # -- the PodApi protocol ------------------------------------------------------------------
+
+    def get(self, path: str, params: Mapping[str, str | int | bool] | None = None) -> JSON:
+        return self.request(path, params)
+
+    def list(
+        self, path: str, params: Mapping[str, str | int | bool] | None = None, *, limit: int = 500
+    ) -> tuple[list[JSON], str]:
+        items: list[JSON] = []
+        query: dict[str, str | int | bool] = dict(params or {})
+        query["limit"] = limit
+        while True:
+            page = self.request(path, query)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion", ""))
+            query["continue"] = meta["continue"]
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def request(self, path: str, params: Mapping[str, str | int | bool] | None = None) -> JSON:
+        """One GET; the JSON answer, or an ApiError / TransportError."""
+        query = urllib.parse.urlencode(
+            {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in (params or {}).items()}
+        )
+        target = f"{self._base}{path}" + (f"?{query}" if query else "")
+        for attempt in (1, 2):
+            reused = self._sock is not None
+            try:
+                status, headers, body = self._exchange(target)
+                break
+            except (OSError, ValueError) as e:
+                self.close()
+                # An idle keep-alive connection the server closed meanwhile: one fresh try.
+                if attempt == 2 or not reused:
+                    raise _transport_error(self.config.server, e) from e
+        logger.debug("GET %s -> %s", target, status)
+        decoded = _json(body)
+        if status >= 400:
+            raise api_error(status, decoded, body.decode(errors="replace"), _retry_after(headers))
+        return decoded or {}
+
+    def _exchange(self, target: str) -> tuple[int, dict[str, str], bytes]:
+        if self._sock is None or self._reader is None:
+            self._sock = websocket.open_tls(
+                self._host,
+                self._port,
+                context=self.config.ssl_context(),
+                server_hostname=self.config.tls_server_name,
+                timeout=self.timeout,
+            )
+            self._reader = self._sock.makefile("rb")
+        sock, reader = self._sock, self._reader
+        lines = [
+            f"GET {target} HTTP/1.1",
+            f"Host: {self._host if ':' not in self._host else f'[{self._host}]'}:{self._port}",
+            "Accept: application/json",
+            f"User-Agent: {USER_AGENT}",
+            *(f"{k}: {v}" for k, v in self.config.auth_headers().items()),
+        ]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        status_line = reader.readline(MAX_LINE)
+        if not status_line:
+            raise ConnectionResetError("the API server closed the connection")
+        parts = status_line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+        headers: dict[str, str] = {}
+        while True:
+            line = reader.readline(MAX_LINE)
+            if not line:
+                raise ConnectionResetError("the API server closed the connection mid-answer")
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = _body(reader, headers)
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return int(parts[1]), headers, body
+
+    def take_socket(self) -> ssl.SSLSocket | None:
+        """Hand the open, idle connection over (to an exec upgrade); None if there is none."""
+        sock, self._sock = self._sock, None
+        if self._reader is not None:
+            self._reader.close()  # the socket stays open: it has its own reference
+            self._reader = None
+        return sock
+
+    def close(self) -> None:
+        sock = self.take_socket()
+        if sock is not None:
+            sock.close()
+
+
+def _body(reader: BufferedReader, headers: dict[str, str]) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks: list[bytes] = []
+        while True:
+            size = int(reader.readline(MAX_LINE).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while reader.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(_exactly(reader, size))
+            reader.readline(MAX_LINE)
+    return _exactly(reader, int(headers.get("content-length", "0") or "0"))
+
+
+def _exactly(reader: BufferedReader, n: int) -> bytes:
+    data = reader.read(n) if n else b""
+    if len(data) < n:
+        raise ConnectionResetError("the API server closed the connection mid-body")
+    return data
+
+
+def _json(raw: bytes) -> JSON | None:
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    try:
+        return float(headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _transport_error(server: str, e: BaseException) -> TransportError:
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return TransportError(f"TLS verification of {server} failed: {e.verify_message}")
+    if isinstance(e, socket.gaierror):
+        return TransportError(f"cannot resolve API server {server}: {e.strerror}")
+    if isinstance(e, ConnectionRefusedError):
+        return TransportError(f"API server {server} refused the connection")
+    if isinstance(e, TimeoutError):
+        return TransportError(f"API server {server} timed out")
+    return TransportError(f"API server {server}: {type(e).__name__}: {e}")

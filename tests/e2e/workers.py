@@ -1,0 +1,146 @@
+"""Worker pods for the kubexec e2e tests, and ways to run kubexec and look for leftovers.
+
+Worker pods ask for no GPUs: other tests share the devcluster's 16.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tests.e2e.cluster import JSON, Cluster, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+REPO = Path(__file__).resolve().parents[2]
+KUBEXEC = Path(sys.executable).parent / "kubexec"
+"""The console script in the venv (``pip install -e .``)."""
+KUBEXEC_ENV = Path(sys.executable).parent / "kubexec-env"
+DEFAULT_NODES = {"k8smpi.dev/devcluster": "true"}
+"""The devcluster's own nodes: extra nodes other tests add (and remove) are never used."""
+
+
+def statefulset(
+    name: str = "w",
+    *,
+    service: str = "hpc",
+    replicas: int = 4,
+    security_context: JSON | None = None,
+    env: Mapping[str, str] | None = None,
+    service_account: str | None = None,
+) -> list[JSON]:
+    """A headless Service and a StatefulSet of ``replicas`` pods labelled ``app=<name>``."""
+    container: JSON = {"name": "main", "image": "k8smpi/cpu:dev", "command": ["sleep", "inf"]}
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    pod_spec: JSON = {"containers": [container], "nodeSelector": DEFAULT_NODES}
+    if security_context:
+        pod_spec["securityContext"] = security_context
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": service},
+            "spec": {"clusterIP": "None", "selector": {"app": name}},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "podManagementPolicy": "Parallel",
+                "serviceName": service,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec},
+            },
+        },
+    ]
+
+
+def running_pods(cluster: Cluster, namespace: str, selector: str, count: int) -> list[JSON]:
+    """Wait until ``count`` pods matching ``selector`` are Running and Ready with an IP."""
+
+    def ready() -> list[JSON] | None:
+        pods = cluster.get("pods", "-n", namespace, "-l", selector)["items"]
+        ok = [
+            p
+            for p in pods
+            if p["status"].get("phase") == "Running"
+            and p["status"].get("podIP")
+            and any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p["status"].get("conditions", [])
+            )
+        ]
+        return sorted(ok, key=lambda p: p["metadata"]["name"]) if len(ok) == count else None
+
+    return wait_for(ready, timeout=120, what=f"{count} Running pods ({selector}) in {namespace}")
+
+
+def kubexec_env(cluster: Cluster, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEXEC_")}
+    env["KUBECONFIG"] = str(cluster.kubeconfig)
+    env.update(extra or {})
+    return env
+
+
+def run_kubexec(
+    cluster: Cluster,
+    *args: str,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    stdin: Any = subprocess.DEVNULL,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the kubexec console script; stdin is /dev/null unless ``input`` is given."""
+    return subprocess.run(
+        [str(KUBEXEC), *args],
+        input=input,
+        stdin=None if input is not None else stdin,
+        capture_output=True,
+        env=kubexec_env(cluster, env),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def processes_with(token: str, *, exclude: Iterable[int] = (), cmdline: bool = False) -> list[str]:
+    """Live processes (not zombies) whose environment (or command line) holds ``token``."""
+    needle = token.encode()
+    skip = {os.getpid(), *exclude}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in ("Z", "X"):
+            continue
+        if needle in environ or (cmdline and needle in argv):
+            words = argv.replace(b"\0", b" ")[:120].decode(errors="replace")
+            found.append(f"{entry.name}:{words}")
+    return found
+
+
+def wait_gone(
+    token: str, timeout: float, *, exclude: Iterable[int] = (), cmdline: bool = False
+) -> list[str]:
+    """Poll until no process holds ``token``; what is left after ``timeout`` (empty: none)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = processes_with(token, exclude=exclude, cmdline=cmdline)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
