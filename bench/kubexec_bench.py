@@ -7,10 +7,13 @@ devcluster's own nodes (no GPUs asked for)::
     .venv/bin/python bench/kubexec_bench.py --calls 50 --pods 16 --launches 5
 
 1. **One call**, N times each, interleaved: ``kubexec <pod> true`` against
-   ``kubectl exec <pod> -- true`` (the devcluster's kubectl, same kubeconfig): median and p95
-   wall time, median peak RSS (``wait4``).
+   ``kubectl exec <pod> -- true`` (the devcluster's kubectl): median and p95 wall time, median
+   peak RSS and CPU (``wait4``). Twice: from this machine with the kubeconfig (a client
+   certificate; kubexec parses its YAML), and from inside a pod with the pod's service-account
+   token, which is where launchers run kubexec.
 2. **mpirun daemon start** on 16 and 64 pods (Open MPI 4.1, one ``hostname`` rank per pod,
-   ``--host`` with pod names): the agent is kubexec (``OMPI_MCA_plm_rsh_agent=kubexec``)
+   ``--host`` with pod names), mpirun running in a launcher pod (its service-account token,
+   pod DNS): the agent is kubexec (``OMPI_MCA_plm_rsh_agent=kubexec``)
    against mpi-operator v1's kubectl agent script
    (``POD_NAME=$1; shift; kubectl exec ${POD_NAME} -- /bin/sh -c "$*"``). "Daemons started":
    from mpirun's start to the moment the API server had answered the last daemon's exec
@@ -30,6 +33,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -53,6 +57,27 @@ kubectl exec -n "$BENCH_NAMESPACE" ${POD_NAME} -- /bin/sh -c "$*"
 """
 
 
+# What kubexec (and kubectl exec) need, for the pods' own service account.
+RBAC: list[dict[str, Any]] = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "exec"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "exec"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "exec"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default"}],
+    },
+]
+
+
 @dataclass
 class Run:
     wall_s: float
@@ -63,7 +88,7 @@ class Run:
     """mpirun only: seconds until the API server had started every daemon's exec."""
 
 
-def timed(argv: list[str], env: dict[str, str], timeout: float = 300) -> tuple[Run, bytes]:
+def timed(argv: list[str], env: dict[str, str], timeout: float = 300) -> tuple[Run, bytes, bytes]:
     """Run ``argv``; wall time and ``wait4`` usage of it and its waited-for descendants."""
     start = time.perf_counter()
     proc = subprocess.Popen(
@@ -87,7 +112,8 @@ def timed(argv: list[str], env: dict[str, str], timeout: float = 300) -> tuple[R
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.stderr.write(f"! {' '.join(argv[:6])}... exited {proc.returncode}: {err[-500:]!r}\n")
-    return Run(wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, proc.returncode), out
+    run = Run(wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, proc.returncode)
+    return run, out, err
 
 
 def pct(values: list[float], q: float) -> float:
@@ -109,9 +135,35 @@ def summary(runs: list[Run]) -> dict[str, float]:
 
 
 def one_call(cluster: Cluster, ns: str, calls: int) -> dict[str, Any]:
+    """From this machine, with the kubeconfig (client certificate), into pod b-0."""
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
     kubexec = [str(KUBEXEC), "--namespace", ns, "b-0", "true"]
     kubectl = [cluster.kubectl_path, "exec", "-n", ns, "b-0", "--", "true"]
+    return compare(kubexec, kubectl, env, calls)
+
+
+def one_call_in_pod(cluster: Cluster, ns: str, calls: int) -> dict[str, Any]:
+    """From inside pod b-0 (its service-account token: the launcher pod's case) into b-1."""
+    argv = [
+        str(KUBEXEC), "--namespace", ns, "-n", "b-0",
+        sys.executable, str(Path(__file__).resolve()), "--in-pod-calls", str(calls),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"in-pod calls failed: {proc.stderr.decode(errors='replace')[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.decode().splitlines()[-1])
+    return result
+
+
+def compare(
+    kubexec: list[str], kubectl: list[str], env: dict[str, str], calls: int
+) -> dict[str, Any]:
     for argv in (kubexec, kubectl, kubexec, kubectl):  # warm caches (pyc, page cache)
         timed(argv, env)
     runs: dict[str, list[Run]] = {"kubexec": [], "kubectl": []}
@@ -123,41 +175,51 @@ def one_call(cluster: Cluster, ns: str, calls: int) -> dict[str, Any]:
 
 
 def launches(cluster: Cluster, ns: str, sizes: list[int], repeat: int) -> dict[str, Any]:
+    """mpirun in pod b-0 (the launcher pod: service-account token, pod DNS) on b-1..b-n."""
     env_file = Path.home() / ".cache" / "k8smpi" / "mpi" / "env" / "openmpi4.env"
     if "K8SMPI_CACHE" in os.environ:
         env_file = Path(os.environ["K8SMPI_CACHE"]) / "mpi" / "env" / "openmpi4.env"
     sourced = subprocess.run(
         ["sh", "-c", '. "$0" && env -0', str(env_file)], capture_output=True, check=True
     ).stdout.decode()
-    base = dict(item.partition("=")[::2] for item in sourced.split("\0") if item)
-    kubectl_dir = str(Path(cluster.kubectl_path).parent)
-    base.update(
-        KUBECONFIG=str(cluster.kubeconfig),
-        PATH=f"{KUBEXEC.parent}:{kubectl_dir}:{base['PATH']}",
-        OMPI_ALLOW_RUN_AS_ROOT="1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-        KUBEXEC_NAMESPACE=ns,
-        BENCH_NAMESPACE=ns,
-    )
+    launcher = dict(item.partition("=")[::2] for item in sourced.split("\0") if item)[
+        "MPI_LAUNCHER"
+    ]
+    host_env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "kubectl-agent.sh"
         script.write_text(KUBECTL_AGENT)
         script.chmod(0o755)
+        Path(tmp).chmod(0o755)
         agents = {"kubexec": "kubexec", "kubectl-script": str(script)}
         for n in sizes:
-            hosts = ",".join(f"b-{i}:1" for i in range(n))
-            argv = [base["MPI_LAUNCHER"], "-np", str(n), "--host", hosts, "hostname"]
+            hosts = ",".join(f"b-{i}:1" for i in range(1, n + 1))
+
+            def argv(agent: str, n: int = n, hosts: str = hosts) -> list[str]:
+                settings = {
+                    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+                    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                    "OMPI_MCA_plm_rsh_agent": agent,
+                    "BENCH_NAMESPACE": ns,
+                }
+                exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in settings.items())
+                command = (
+                    "echo BEGIN $(date +%s.%N) >&2; "
+                    f"exec env {exports} {launcher} -np {n} --host {hosts} hostname"
+                )
+                return [str(KUBEXEC), "--namespace", ns, "-n", "b-0", command]
+
             runs: dict[str, list[Run]] = {name: [] for name in agents}
             for agent in agents.values():  # warm-up: podexec's first exec per pod makes a token
-                timed(argv, dict(base, OMPI_MCA_plm_rsh_agent=agent))
+                timed(argv(agent), host_env)
             for i in range(repeat):
                 order = list(agents.items())
                 for name, agent in order if i % 2 == 0 else reversed(order):
-                    env = dict(base, OMPI_MCA_plm_rsh_agent=agent)
                     seen = len(exec_starts(cluster, ns))
-                    begin = time.time()
-                    run, out = timed(argv, env)
+                    run, out, err = timed(argv(agent), host_env)
+                    end = time.time()
+                    begin = float(err.split(b"BEGIN ", 1)[1].split()[0]) if b"BEGIN " in err else 0
                     starts = exec_starts(cluster, ns)[seen:]
                     if len(starts) != n:
                         sys.stderr.write(
@@ -165,6 +227,7 @@ def launches(cluster: Cluster, ns: str, sizes: list[int], repeat: int) -> dict[s
                         )
                         run.rc = run.rc or -2
                     run.started_s = max(starts, default=begin) - begin
+                    run.wall_s = end - begin
                     print(
                         f"    {n} pods, {name}: daemons started {run.started_s:.2f}s, "
                         f"job {run.wall_s:.2f}s, rc={run.rc}",
@@ -181,7 +244,8 @@ def launches(cluster: Cluster, ns: str, sizes: list[int], repeat: int) -> dict[s
 
 
 def exec_starts(cluster: Cluster, ns: str) -> list[float]:
-    """When the API server started answering each exec into ``ns`` (epoch seconds), in order."""
+    """When the API server started answering each exec into ``ns`` (epoch seconds), in order;
+    the launcher pod b-0's own exec left out."""
     starts = []
     for event in cluster.audit_events():
         ref = event.get("objectRef") or {}
@@ -189,6 +253,7 @@ def exec_starts(cluster: Cluster, ns: str) -> list[float]:
             event.get("stage") == "ResponseStarted"
             and ref.get("subresource") == "exec"
             and ref.get("namespace") == ns
+            and ref.get("name") != "b-0"
         ):
             stamp = event["stageTimestamp"].replace("Z", "+00:00")
             starts.append(dt.datetime.fromisoformat(stamp).timestamp())
@@ -199,10 +264,22 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
-def report(calls: dict[str, Any], launch: dict[str, Any], load: tuple[float, ...]) -> None:
+def report(
+    calls: dict[str, Any], in_pod: dict[str, Any], launch: dict[str, Any], load: tuple[float, ...]
+) -> None:
+    print(f"\nload average before/after: {load[0]:.2f} / {load[1]:.2f} (2 cores, shared)")
+    for title, result in (
+        ("from this machine, kubeconfig with a client certificate", calls),
+        ("in a launcher pod, its service-account token", in_pod),
+    ):
+        report_calls(title, result)
+    report_launches(launch)
+
+
+def report_calls(title: str, calls: dict[str, Any]) -> None:
     kx, kc = calls["kubexec"], calls["kubectl"]
-    print(f"\nload average before/after: {load[0]:.2f} / {load[1]:.2f} (2 cores, shared)\n")
-    print(f"one call, n={kx['n']} each     kubexec    kubectl    ratio   target")
+    print(f"\none call ({title})")
+    print(f"  n={kx['n']} each                kubexec    kubectl    ratio   target")
     print(
         f"  wall median            {kx['wall_median_s']:8.3f}s {kc['wall_median_s']:8.3f}s"
         f"  {ratio(kx['wall_median_s'], kc['wall_median_s']):>6}   <= 1.0x"
@@ -220,6 +297,9 @@ def report(calls: dict[str, Any], launch: dict[str, Any], load: tuple[float, ...
         f"  CPU median             {kx['cpu_median_s']:8.3f}s {kc['cpu_median_s']:8.3f}s"
         f"  {ratio(kx['cpu_median_s'], kc['cpu_median_s']):>6}"
     )
+
+
+def report_launches(launch: dict[str, Any]) -> None:
     for n, res in launch.items():
         a, b = res["kubexec"], res["kubectl-script"]
         print(f"\nmpirun (Open MPI 4.1) on {n} pods, n={a['n']} each: kubexec | kubectl script")
@@ -242,7 +322,13 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=30, help="single calls per tool (>= 30)")
     parser.add_argument("--pods", default="16,64", help="launch sizes, comma-separated")
     parser.add_argument("--launches", type=int, default=3, help="mpirun runs per size and agent")
+    parser.add_argument("--in-pod-calls", type=int, help=argparse.SUPPRESS)  # runs in pod b-0
     args = parser.parse_args()
+    if args.in_pod_calls:
+        kubexec = ["kubexec", "b-1", "true"]
+        kubectl = ["kubectl", "exec", "b-1", "--", "true"]
+        print(json.dumps(compare(kubexec, kubectl, dict(os.environ), args.in_pod_calls)))
+        return 0
     sizes = [int(s) for s in args.pods.split(",") if s]
     cluster = Cluster.from_devcluster(REPO / ".devcluster")
     ns = cluster.create_namespace("kubexec-bench")
@@ -253,23 +339,29 @@ def main() -> int:
             f"{KUBEXEC.parent}:{Path(cluster.kubectl_path).parent}:"
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         )
-        objects = statefulset("b", service="bsvc", replicas=max(sizes), env={"PATH": pod_path})
-        cluster.apply(objects, ns)
-        running_pods(cluster, ns, "app=b", max(sizes))
-        print(f"namespace {ns}: {max(sizes)} pods Running", flush=True)
+        replicas = max(sizes) + 1  # b-0 is the launcher pod
+        objects = statefulset("b", service="bsvc", replicas=replicas, env={"PATH": pod_path})
+        cluster.apply([*RBAC, *objects], ns)
+        running_pods(cluster, ns, "app=b", replicas)
+        print(f"namespace {ns}: {replicas} pods Running", flush=True)
         calls = one_call(cluster, ns, args.calls)
+        in_pod = one_call_in_pod(cluster, ns, args.calls)
         print("  single calls done", flush=True)
         launch = launches(cluster, ns, sizes, args.launches)
     finally:
         with contextlib.suppress(Exception):
             cluster.delete_namespace(ns)
     load = (load_before, os.getloadavg()[0])
-    report(calls, launch, load)
+    report(calls, in_pod, launch, load)
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = out / f"kubexec-{stamp}.json"
-    path.write_text(json.dumps({"calls": calls, "launches": launch, "load": load}, indent=2))
+    path.write_text(
+        json.dumps(
+            {"calls": calls, "calls_in_pod": in_pod, "launches": launch, "load": load}, indent=2
+        )
+    )
     print(f"\nresults: {path.relative_to(REPO)}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import threading
 from typing import Any
 
 import pytest
@@ -52,8 +53,11 @@ def read_client_frame(sock: socket.socket) -> tuple[int, bytes]:
 def test_messages_of_every_length_class_arrive_whole(size: int) -> None:
     sock, server = pair()
     payload = os.urandom(size)
-    server.sendall(server_frame(ws.OP_BINARY, payload))
+    # From a thread: a socketpair's buffer is smaller than the biggest frame.
+    writer = threading.Thread(target=server.sendall, args=(server_frame(ws.OP_BINARY, payload),))
+    writer.start()
     assert sock.recv() == (ws.OP_BINARY, payload)
+    writer.join(5)
 
 
 def test_fragments_are_joined_and_pings_answered_in_between() -> None:
@@ -71,8 +75,10 @@ def test_client_frames_are_masked_and_round_trip() -> None:
     sock, server = pair()
     for size in (3, 200, 70_000):
         payload = os.urandom(size)
-        sock.send_binary(payload)
+        writer = threading.Thread(target=sock.send_binary, args=(payload,))
+        writer.start()
         assert read_client_frame(server) == (ws.OP_BINARY, payload)
+        writer.join(5)
 
 
 def test_close_and_cut_end_the_stream() -> None:
@@ -87,8 +93,6 @@ def test_close_and_cut_end_the_stream() -> None:
 
 
 def test_abort_unblocks_a_reader() -> None:
-    import threading
-
     sock, _server = pair()
     got: list[Any] = []
     reader = threading.Thread(target=lambda: got.append(sock.recv()))
