@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 help:
 	@echo "make test             setup + lint + type checks + unit + e2e (starts the devcluster)"
-	@echo "make demo             the devcluster and the smoke flow, readable"
+	@echo "make demo             a batch script calling plain mpirun, run on the devcluster (Open MPI 4.1 and 5)"
 	@echo "make devcluster       start (or reuse) the local control plane; prints export KUBECONFIG=..."
 	@echo "make devcluster-down  stop everything the devcluster started"
 	@echo "make images           build the CPU, waiter and example images (podman or Docker)"

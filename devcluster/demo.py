@@ -1,23 +1,42 @@
 #!/usr/bin/env python3
-"""`make demo`: the devcluster and what an MPI job needs from it, shown step by step.
+"""`make demo`: a traditional batch script that calls plain `mpirun`, run on Kubernetes.
 
-Brings the devcluster up (or reuses it), runs the seed talk's compute nodes -- a 4-pod
-StatefulSet with 4 GPUs and an InfiniBand HCA each, behind a headless Service -- in a namespace
-of its own, and shows: the scheduler's placement, a command run in a pod through pods/exec, the
-pods' DNS names, a pod that can never fit, and the clean-up. Exit 0 when every step held.
+On the devcluster, for Open MPI 4.1 and then Open MPI 5: apply ``deploy/base`` (4 workers x 4
+GPUs in a StatefulSet, a headless Service, the launcher's least-privilege RBAC and its Job),
+then do what the launcher pod's containers do, inside that pod (kwok runs no containers, so the
+steps are exec'd into it; podexec gives them the pod's view: the launcher's service-account
+token, namespace, DNS and container env -- the in-cluster code paths):
+
+1. the waiter init container: ``k8s-waitfor`` until every worker is Ready and resolvable, then
+   the hostfile (slots from each worker's GPUs) into a file and the ConfigMap;
+2. the batch script ``deploy/base/batch.sh``, unchanged: plain ``mpirun``; the environment
+   carries the agent (kubexec) and the hostfile.
+
+Then it checks the allreduce over all ranks, that nothing of the job is left running, and
+deletes the namespace. The plumbing is the one the e2e test ``tests/e2e/test_deploy_flow.py``
+uses, so the demo shows exactly what CI proves. Exit 0 when every step held.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import secrets
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from tests.deploy_manifests import DEPLOY, Job, kubectl_path, render  # noqa: E402
+from tests.e2e.cluster import Cluster  # noqa: E402
+from tests.e2e.test_deploy_flow import flow_overlay, run_script, waiter_argv  # noqa: E402
+from tests.e2e.test_mpi_launchers import RANK_LINE  # noqa: E402
+from tests.e2e.workers import running_pods, wait_gone  # noqa: E402
+
+FLAVOURS = {"openmpi4": "Open MPI 4.1", "openmpi5": "Open MPI 5.0"}
 
 
 def say(text: str) -> None:
@@ -29,130 +48,108 @@ def show(text: str) -> None:
         print(f"   {line}", flush=True)
 
 
+def fail(text: str) -> int:
+    print(f"demo: {text}", file=sys.stderr, flush=True)
+    return 1
+
+
+def run_flavour(cluster: Cluster, flavour: str) -> int:
+    ns = f"demo-{flavour}-{secrets.token_hex(2)}"
+    cluster.kubectl("create", "namespace", ns)
+    with tempfile.TemporaryDirectory(prefix="k8smpi-demo-") as tmp:
+        tmp_path = Path(tmp)
+        tmp_path.chmod(0o755)
+        hostfile = tmp_path / "hostfile"
+        try:
+            return _run(cluster, flavour, ns, tmp_path, hostfile)
+        finally:
+            say(f"Cleaning up namespace {ns}")
+            cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=180s", timeout=200)
+            show("deleted")
+
+
+def _run(cluster: Cluster, flavour: str, ns: str, tmp: Path, hostfile: Path) -> int:
+    say(f"{FLAVOURS[flavour]}: applying deploy/base in namespace {ns}")
+    overlay = flow_overlay(tmp, flavour, hostfile)
+    job = Job(render(str(overlay)))
+    show(cluster.kubectl("apply", "-k", str(overlay), "-n", ns).stdout.decode())
+    running_pods(cluster, ns, "k8smpi.dev/role=worker", job.worker_count)
+    (launcher,) = running_pods(cluster, ns, "job-name=launcher", 1)
+    pod = launcher["metadata"]["name"]
+    show(cluster.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout.decode())
+    exec_ = [kubectl_path(), f"--kubeconfig={cluster.kubeconfig}", "exec", "-n", ns]
+
+    say(f"Launcher pod {pod}, init container 'waiter': k8s-waitfor, then the hostfile")
+    argv = waiter_argv(job, hostfile)
+    show("$ " + " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv)))
+    waited = subprocess.run(
+        [*exec_, pod, "-c", "launcher", "--", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=200,
+    )
+    show(waited.stderr)
+    if waited.returncode != 0:
+        return fail(f"k8s-waitfor exited {waited.returncode}")
+    show(f"$ cat {hostfile.name}  (also in ConfigMap 'hostfile')")
+    show(hostfile.read_text())
+
+    (script_cm,) = [c for c in job.of_kind("ConfigMap") if "batch.sh" in c.get("data", {})]
+    script = script_cm["data"]["batch.sh"]
+    say(f"Launcher pod {pod}, container 'launcher': the batch script, unchanged")
+    show(script)
+    ran = run_script([*exec_, "-i", pod, "-c", "launcher", "--", "sh", "-s"], script)
+    lines = ran.stdout.splitlines()
+    ranks = sorted((m for m in map(RANK_LINE.fullmatch, lines) if m), key=lambda m: int(m.group(1)))
+    show("\n".join(m.group(0) for m in ranks) or ran.stdout)
+    if ran.returncode != 0:
+        show(ran.stderr)
+        return fail(f"the batch script exited {ran.returncode}")
+    np = 4 * job.worker_count
+    sums = {(m.group(2), m.group(3)) for m in ranks}
+    if [int(m.group(1)) for m in ranks] != list(range(np)) or sums != {
+        (str(np), str(np * (np + 1) // 2))
+    }:
+        return fail(f"expected {np} ranks agreeing on sum={np * (np + 1) // 2}")
+    per_pod: dict[str, int] = {}
+    for m in ranks:
+        host = re.sub(r"\..*", "", m.group(4))
+        per_pod[host] = per_pod.get(host, 0) + 1
+    say(
+        f"Result: {np} ranks, allreduce sum={np * (np + 1) // 2} on every rank; ranks per pod: "
+        + ", ".join(f"{h}={n}" for h, n in sorted(per_pod.items()))
+    )
+    left = wait_gone(str(hostfile), 30)
+    if left:
+        return fail(f"processes of the job still running: {left}")
+    show("no daemon or rank of the job is left running")
+    return 0
+
+
 def main() -> int:
     say("Starting the devcluster: etcd, apiserver, controller-manager, scheduler, kwok, CoreDNS")
     up = subprocess.run([sys.executable, str(HERE / "devcluster.py"), "up"], check=False)
     if up.returncode != 0:
         return up.returncode
-    state = json.loads((REPO / ".devcluster" / "state.json").read_text())
-    kubectl = [str(Path(state["bin"]) / "kubectl"), f"--kubeconfig={state['kubeconfig']}"]
-
-    def k(
-        *args: str, check: bool = True, stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*kubectl, *args], input=stdin, capture_output=True, text=True, check=False
-        )
-        if check and proc.returncode != 0:
-            raise SystemExit(f"demo: kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc
-
+    cluster = Cluster.from_devcluster(REPO / ".devcluster")
     show(
-        k(
+        cluster.kubectl(
             "get",
             "nodes",
             "-o",
-            "custom-columns=NODE:.metadata.name,GPUS:.status.allocatable.nvidia\\.com/gpu,HCA:.status.allocatable.rdma/hca,CPU:.status.allocatable.cpu,READY:.status.conditions[?(@.type=='Ready')].status",
-        ).stdout
+            "custom-columns=NODE:.metadata.name,GPUS:.status.allocatable.nvidia\\.com/gpu,"
+            "HCA:.status.allocatable.rdma/hca,CPU:.status.allocatable.cpu,"
+            "READY:.status.conditions[?(@.type=='Ready')].status",
+        ).stdout.decode()
     )
-
-    ns = f"demo-{secrets.token_hex(3)}"
-    k("create", "namespace", ns)
-    try:
-        for _ in range(100):
-            if k("get", "sa", "default", "-n", ns, check=False).returncode == 0:
-                break
-            time.sleep(0.2)
-        say(f"Applying the compute nodes in {ns}: StatefulSet my-cnode x4, Service my-hpc-cluster")
-        show(k("apply", "-n", ns, "-f", str(HERE / "smoke" / "compute-nodes.yaml")).stdout)
-        k(
-            "wait",
-            "-n",
-            ns,
-            "--for=condition=Ready",
-            "pod",
-            "-l",
-            "app=my-hpc-compute-nodes",
-            "--timeout=90s",
-        )
-        show(k("get", "pods", "-n", ns, "-o", "wide").stdout)
-
-        say("Running a command in my-cnode-1 through pods/exec (apiserver -> kwok -> this machine)")
-        proc = k(
-            "exec",
-            "-n",
-            ns,
-            "my-cnode-1",
-            "--",
-            "sh",
-            "-c",
-            "echo ok from $(hostname); exit 3",
-            check=False,
-        )
-        show("$ kubectl exec my-cnode-1 -- sh -c 'echo ok from $(hostname); exit 3'")
-        show(f"{proc.stdout}exit code: {proc.returncode}")
-        if proc.returncode != 3:
-            print("demo: the exit code did not come back through pods/exec", file=sys.stderr)
-            return 1
-
-        say("Resolving the pods' DNS names through CoreDNS, as a pod in the namespace would")
-        conf = REPO / ".devcluster" / "resolv" / f"{ns}.conf"
-        conf.parent.mkdir(exist_ok=True)
-        domain = state["cluster_domain"]
-        conf.write_text(
-            f"nameserver {state['dns_address']}\n"
-            f"search {ns}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n"
-        )
-        names = [f"my-cnode-{i}.my-hpc-cluster" for i in range(4)]
-        proc = subprocess.run(
-            [
-                "unshare",
-                "-m",
-                "sh",
-                "-c",
-                'mount --bind "$0" /etc/resolv.conf && shift && for n in "$@"; do '
-                'getent ahostsv4 "$n" | head -n1 | sed "s/STREAM/$n/"; done',
-                str(conf),
-                "_",
-                *names,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        show(proc.stdout or proc.stderr)
-        if len(proc.stdout.splitlines()) != 4:
-            print("demo: not every pod name resolved", file=sys.stderr)
-            return 1
-
-        say("A pod asking for 5 GPUs, more than any node has, stays Pending")
-        k(
-            "run",
-            "-n",
-            ns,
-            "too-big",
-            "--image=k8smpi/cpu:dev",
-            "--restart=Never",
-            '--overrides={"spec":{"containers":[{"name":"too-big","image":"k8smpi/cpu:dev","resources":{"limits":{"nvidia.com/gpu":"5"}}}]}}',
-        )
-        for _ in range(100):
-            msg = k(
-                "get",
-                "pod",
-                "too-big",
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='PodScheduled')].message}",
-            ).stdout
-            if msg:
-                break
-            time.sleep(0.2)
-        show(f"too-big: Pending, Unschedulable: {msg}")
-    finally:
-        say(f"Cleaning up namespace {ns}")
-        k("delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False)
-        show("done; the devcluster keeps running (make devcluster-down stops it)")
+    base = (DEPLOY / "base").relative_to(REPO)
+    say(f"The job: {base}/ (kubectl apply -k), batch script {base}/batch.sh")
+    for flavour in FLAVOURS:
+        rc = run_flavour(cluster, flavour)
+        if rc != 0:
+            return rc
+    say("Done: the same batch script ran unchanged with Open MPI 4.1 and Open MPI 5.0")
     return 0
 
 
