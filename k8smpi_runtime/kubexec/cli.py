@@ -73,23 +73,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
-    env = os.environ
+    previous = _install_signal_handlers()  # from the start: a signal is a 255, not a traceback
+    handler: logging.Handler | None = None
     try:
-        inv = sshargs.parse(args, env)
-    except sshargs.UsageError as e:
-        _configure_logging(verbosity=0, quiet=False, log_file=None)
-        logger.error("%s", e)
-        return failures.EXIT_FAILED
-    if inv.show_help:
-        sys.stdout.write(sshargs.USAGE)
-        return failures.EXIT_OK
-    if inv.show_version:
-        sys.stderr.write(f"kubexec {__version__} (k8smpi-runtime)\n")
-        return failures.EXIT_OK
-    handler = _configure_logging(verbosity=inv.verbosity, quiet=inv.quiet, log_file=inv.log_file)
-    previous = _install_signal_handlers()
-    try:
-        return run(inv, env)
+        try:
+            inv = sshargs.parse(args, os.environ)
+        except sshargs.UsageError as e:
+            handler = _configure_logging(verbosity=0, quiet=False, log_file=None)
+            logger.error("%s", e)
+            return failures.EXIT_FAILED
+        if inv.show_help:
+            sys.stdout.write(sshargs.USAGE)
+            return failures.EXIT_OK
+        if inv.show_version:
+            sys.stderr.write(f"kubexec {__version__} (k8smpi-runtime)\n")
+            return failures.EXIT_OK
+        handler = _configure_logging(
+            verbosity=inv.verbosity, quiet=inv.quiet, log_file=inv.log_file
+        )
+        return run(inv, os.environ)
     except K8smpiError as e:
         logger.debug("failed", exc_info=True)
         logger.error("%s", e)
@@ -104,7 +106,8 @@ def _main(args: list[str]) -> int:
         _restore_signal_handlers(previous)
         if handler is not None:
             handler.close()
-            logger.removeHandler(handler)
+            for name in ("kubexec", "k8smpi_runtime"):
+                logging.getLogger(name).removeHandler(handler)
     return failures.EXIT_FAILED
 
 
