@@ -16,6 +16,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from k8smpi_runtime.errors import TransportError, api_error
+from k8smpi_runtime.kube import paging
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -142,16 +143,7 @@ class Api:
         self, path: str, params: Mapping[str, str | int | bool] | None = None, *, limit: int = 500
     ) -> tuple[list[JSON], str]:
         """All items of a collection, page by page; returns them with the list's resourceVersion."""
-        items: list[JSON] = []
-        query: dict[str, str | int | bool] = dict(params or {})
-        query["limit"] = limit
-        while True:
-            page = self.get(path, query)
-            items.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
-            if not meta.get("continue"):
-                return items, str(meta.get("resourceVersion", ""))
-            query["continue"] = meta["continue"]
+        return paging.list_all(self.get, path, params, limit)
 
     def watch(
         self,

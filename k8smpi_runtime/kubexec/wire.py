@@ -17,7 +17,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from k8smpi_runtime.errors import TransportError, api_error
-from k8smpi_runtime.kube import websocket
+from k8smpi_runtime.kube import paging, websocket
 from k8smpi_runtime.kube.exec import USER_AGENT
 
 if TYPE_CHECKING:
@@ -55,16 +55,7 @@ class Connection:
     def list(
         self, path: str, params: Mapping[str, str | int | bool] | None = None, *, limit: int = 500
     ) -> tuple[list[JSON], str]:
-        items: list[JSON] = []
-        query: dict[str, str | int | bool] = dict(params or {})
-        query["limit"] = limit
-        while True:
-            page = self.request(path, query)
-            items.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
-            if not meta.get("continue"):
-                return items, str(meta.get("resourceVersion", ""))
-            query["continue"] = meta["continue"]
+        return paging.list_all(self.request, path, params, limit)
 
     # -- plumbing -----------------------------------------------------------------------------
 
