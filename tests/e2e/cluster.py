@@ -225,11 +225,9 @@ class Cluster:
 
     def audit_events(self) -> list[JSON]:
         path = Path(self.state["audit_log"])
-        events = []
-        for line in path.read_text().splitlines():
-            if line.strip():
-                events.append(json.loads(line))
-        return events
+        # The apiserver may be writing the last line right now: only whole lines count.
+        complete, _, _partial = path.read_text().rpartition("\n")
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def exec_events(self, namespace: str, pod: str | None = None) -> list[JSON]:
         """Completed pods/exec requests into ``namespace`` (one per exec, whatever the verb)."""
