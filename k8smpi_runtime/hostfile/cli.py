@@ -58,6 +58,57 @@ examples:
 """
 
 
+def add_shape_arguments(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """What the hostfile looks like: slots, names, launcher position, format.
+
+    Shared with k8s-waitfor's ``--hostfile-out``, so the same options mean the same there;
+    :func:`slot_rule` reads them back. Returns the group for the caller's output options.
+    """
+    group = parser.add_argument_group(title)
+    how = group.add_mutually_exclusive_group()
+    how.add_argument(
+        "--resource",
+        default=DEFAULT_RESOURCE,
+        metavar="NAME",
+        help=f"resource counted per pod: {DEFAULT_RESOURCE} (default), amd.com/gpu, cpu, ...",
+    )
+    # Ranges are SlotRule's to check (slot_rule), with one message for both tools.
+    how.add_argument("--slots", type=int, metavar="N", help="N slots for every pod")
+    group.add_argument(
+        "--min-slots",
+        type=int,
+        metavar="N",
+        help="at least N slots per pod (none is skipped)",
+    )
+    group.add_argument(
+        "--max-slots",
+        metavar="N|slots",
+        help="cap at N and write max_slots=N (openmpi, json); 'slots': max_slots = own slots",
+    )
+    group.add_argument(
+        "--names",
+        choices=NAME_MODES,
+        default="pod",
+        help="pod: pod names (kubexec; default); fqdn: <hostname>.<subdomain>.<ns>.svc.<domain>;"
+        " ip: pod IPs",
+    )
+    group.add_argument(
+        "--cluster-domain",
+        metavar="DOMAIN",
+        help="for --names fqdn; default: from the search list in /etc/resolv.conf",
+    )
+    group.add_argument(
+        "--launcher",
+        choices=LAUNCHER_MODES,
+        default="first",
+        help="where the pod running this goes if it is selected (default: first)",
+    )
+    group.add_argument(
+        "-f", "--format", choices=formats.FORMATS, default="openmpi", help="default: openmpi"
+    )
+    return group
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -69,42 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     selection.add_arguments(parser)
-    slots = parser.add_argument_group("slots")
-    how = slots.add_mutually_exclusive_group()
-    how.add_argument(
-        "--resource",
-        default=DEFAULT_RESOURCE,
-        metavar="NAME",
-        help=f"resource counted per pod: {DEFAULT_RESOURCE} (default), amd.com/gpu, cpu, ...",
-    )
-    how.add_argument("--slots", type=int, metavar="N", help="N slots for every pod")
-    slots.add_argument(
-        "--min-slots", type=int, metavar="N", help="at least N slots per pod (none is skipped)"
-    )
-    slots.add_argument(
-        "--max-slots",
-        metavar="N|slots",
-        help="cap at N and write max_slots=N (openmpi, json); 'slots': max_slots = own slots",
-    )
-    out = parser.add_argument_group("hosts and output")
-    out.add_argument(
-        "--names",
-        choices=NAME_MODES,
-        default="pod",
-        help="pod: pod names (kubexec; default); fqdn: <hostname>.<subdomain>.<ns>.svc.<domain>;"
-        " ip: pod IPs",
-    )
-    out.add_argument(
-        "--cluster-domain",
-        metavar="DOMAIN",
-        help="for --names fqdn; default: from the search list in /etc/resolv.conf",
-    )
-    out.add_argument(
-        "--launcher",
-        choices=LAUNCHER_MODES,
-        default="first",
-        help="where the pod running this goes if it is selected (default: first)",
-    )
+    out = add_shape_arguments(parser, "hosts and output")
     out.add_argument(
         "--launcher-pod",
         metavar="NAME",
@@ -112,9 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--require-ready", action="store_true", help="refuse when a selected pod is not Ready"
-    )
-    out.add_argument(
-        "-f", "--format", choices=formats.FORMATS, default="openmpi", help="default: openmpi"
     )
     out.add_argument("--no-header", action="store_true", help="no # comment lines at the top")
     out.add_argument(
@@ -130,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _slot_rule(args: argparse.Namespace) -> SlotRule:
+def slot_rule(args: argparse.Namespace) -> SlotRule:
+    """The slot rule the :func:`add_shape_arguments` options describe."""
     max_slots: int | None = None
     same = False
     if args.max_slots == "slots":
@@ -153,7 +167,7 @@ def _slot_rule(args: argparse.Namespace) -> SlotRule:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        rule = _slot_rule(args)
+        rule = slot_rule(args)
         options = Options(
             slots=rule,
             names=args.names,

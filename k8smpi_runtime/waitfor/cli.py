@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import TextIO, TypeVar
 
+    from k8smpi_runtime.hostfile.core import Options
     from k8smpi_runtime.kube.config import ClientConfig
     from k8smpi_runtime.selection import Selected, Spec, Target
     from k8smpi_runtime.waitfor.waiting import Outcome
@@ -195,37 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    from k8smpi_runtime.hostfile.core import LAUNCHER_MODES, NAME_MODES  # noqa: PLC0415
-    from k8smpi_runtime.hostfile.formats import FORMATS  # noqa: PLC0415
-    from k8smpi_runtime.hostfile.slots import DEFAULT_RESOURCE  # noqa: PLC0415
+    from k8smpi_runtime.hostfile import cli as hostfile_cli  # noqa: PLC0415
 
-    out = parser.add_argument_group("hostfile once ready (hostfile-gen's code and options)")
+    out = hostfile_cli.add_shape_arguments(
+        parser, "hostfile once ready (hostfile-gen's code and options)"
+    )
     out.add_argument(
         "--hostfile-out", metavar="FILE", help="write the hostfile to FILE atomically ('-': stdout)"
     )
     out.add_argument(
         "--configmap", metavar="NAME[:KEY]", help="create or update this ConfigMap's KEY"
-    )
-    out.add_argument("-f", "--format", choices=FORMATS, default="openmpi", help="default: openmpi")
-    out.add_argument(
-        "--names", choices=NAME_MODES, default="pod", help="host names: pod (default), fqdn, ip"
-    )
-    out.add_argument("--cluster-domain", metavar="DOMAIN", help="for --names fqdn")
-    out.add_argument(
-        "--resource",
-        default=DEFAULT_RESOURCE,
-        metavar="NAME",
-        help=f"slots = this resource per pod (default {DEFAULT_RESOURCE}; cpu, amd.com/gpu...)",
-    )
-    out.add_argument("--slots", type=_positive_int, metavar="N", help="N slots for every pod")
-    out.add_argument(
-        "--min-slots", type=_positive_int, metavar="N", help="at least N slots per pod"
-    )
-    out.add_argument(
-        "--launcher",
-        choices=LAUNCHER_MODES,
-        default="first",
-        help="where the launcher pod goes in the hostfile if selected (default: first)",
     )
 
 
@@ -364,16 +344,16 @@ def choose_progress(args: argparse.Namespace, stream: TextIO) -> progress.Progre
     return progress.Silent()
 
 
-def write_hostfile(
-    args: argparse.Namespace, api: Api, selected: Selected, launcher: str | None
-) -> str:
-    """Through hostfile-gen's code: build, render, write; a line saying what was written."""
-    from k8smpi_runtime.hostfile import core, formats, output  # noqa: PLC0415
-    from k8smpi_runtime.hostfile.slots import SlotRule  # noqa: PLC0415
+def hostfile_plan(
+    args: argparse.Namespace, launcher: str | None
+) -> tuple[Options, tuple[str, str] | None]:
+    """hostfile-gen's options and ConfigMap target from the arguments; SelectionError if bad."""
+    from k8smpi_runtime.hostfile import cli as hostfile_cli  # noqa: PLC0415
+    from k8smpi_runtime.hostfile import core, output  # noqa: PLC0415
 
     try:
         options = core.Options(
-            slots=SlotRule(resource=args.resource, slots=args.slots, min_slots=args.min_slots),
+            slots=hostfile_cli.slot_rule(args),
             names=args.names,
             cluster_domain=args.cluster_domain,
             launcher=args.launcher,
@@ -382,6 +362,16 @@ def write_hostfile(
         configmap = output.parse_configmap_arg(args.configmap) if args.configmap else None
     except ValueError as e:
         raise SelectionError(str(e)) from e
+    return options, configmap
+
+
+def write_hostfile(
+    args: argparse.Namespace, api: Api, selected: Selected, launcher: str | None
+) -> str:
+    """Through hostfile-gen's code: build, render, write; a line saying what was written."""
+    from k8smpi_runtime.hostfile import core, formats, output  # noqa: PLC0415
+
+    options, configmap = hostfile_plan(args, launcher)
     hostfile = core.build(selected, options)
     text = formats.render(hostfile, args.format)
     done = []
@@ -417,6 +407,8 @@ def run(args: argparse.Namespace) -> int:
     from k8smpi_runtime.hostfile.core import detect_launcher  # noqa: PLC0415
 
     launcher = args.launcher_pod or detect_launcher()
+    if args.hostfile_out or args.configmap:
+        hostfile_plan(args, launcher)  # bad hostfile options fail now, not after the wait
     api, watch_api = Api(cfg), Api(cfg)
     try:
         target = resolve_target(api, spec, namespace, deadline)

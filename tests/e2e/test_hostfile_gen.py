@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -20,6 +19,7 @@ import pytest
 
 from k8smpi_runtime import __version__
 from tests.e2e.cluster import JSON, Cluster, wait_for
+from tests.e2e.test_mpi_launchers import run_job
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -370,26 +370,6 @@ def test_refuses_empty_and_unscheduled_without_touching_output(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hostfile"]
 
 
-def run_mpirun(argv: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str, str]:
-    """Run an MPI launcher in its own session; kill the session if it hangs."""
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=10)
-        pytest.fail(f"mpirun timed out:\n{out}\n{err}", pytrace=False)
-    return proc.returncode, out, err
-
-
 def test_openmpi_puts_one_rank_per_gpu(
     cluster: Cluster, namespace: str, nodes: str, tmp_path: Path
 ) -> None:
@@ -435,8 +415,9 @@ def test_openmpi_puts_one_rank_per_gpu(
         "--mca", "plm_rsh_no_tree_spawn", "1",
         env["MPI_TEST_PROGRAM"],
     ]  # fmt: skip
-    code, out, err = run_mpirun(argv, env)
-    assert code == 0, f"mpirun failed:\n{out}\n{err}"
+    ran = run_job(argv, env, timeout=120)
+    assert ran.returncode == 0, ran.describe()
+    out = ran.stdout
     lines = [line.split() for line in out.splitlines() if line.startswith("rank=")]
     assert len(lines) == 4, out
     assert {w[1] for w in lines} == {"size=4"} and {w[2] for w in lines} == {"sum=10"}, out
