@@ -6,7 +6,7 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-DEVCLUSTER := $(PYTHON) devcluster/devcluster.py
+DEVCLUSTER := $(PYTHON) -m devcluster
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup venv apt binaries mpi lint typecheck unit e2e test devcluster devcluster-down \
@@ -72,7 +72,7 @@ devcluster-pin:
 	bash devcluster/pin.sh
 
 demo: setup
-	$(VPY) devcluster/demo.py
+	$(VPY) -m devcluster.demo
 
 # --- images ---------------------------------------------------------------------------------
 # The CPU and waiter images (and the example user image FROM the CPU one), built here without a

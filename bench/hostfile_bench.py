@@ -30,9 +30,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from devcluster.client import Cluster, wait_for  # noqa: E402
 from k8smpi_runtime.kube import config  # noqa: E402 - after the sys.path insert
 from k8smpi_runtime.kube.rest import Api  # noqa: E402
-from tests.e2e.cluster import Cluster, wait_for  # noqa: E402
 
 HOSTFILE_GEN = str(Path(sys.executable).parent / "hostfile-gen")
 JSONPATH = "{range .items[*]}{.metadata.name}{'\\n'}{end}"

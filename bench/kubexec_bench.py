@@ -46,8 +46,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.cluster import Cluster  # noqa: E402
-from tests.e2e.workers import KUBEXEC, running_pods, statefulset  # noqa: E402
+from devcluster.client import Cluster  # noqa: E402
+from devcluster.workloads import KUBEXEC, running_pods, statefulset  # noqa: E402
 
 KUBECTL_AGENT = """#!/bin/sh
 # mpi-operator v1's kubexec.sh; -n added: this launcher is not in the pods' namespace.

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""`make demo`: a traditional batch script that calls plain `mpirun`, run on Kubernetes.
+"""``make demo``: a traditional batch script that calls plain ``mpirun``, run on Kubernetes.
 
 On the devcluster, for Open MPI 4.1 and then Open MPI 5: apply ``deploy/base`` (4 workers x 4
 GPUs in a StatefulSet, a headless Service, the launcher's least-privilege RBAC and its Job),
@@ -26,15 +25,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-
-from tests.deploy_manifests import DEPLOY, Job, kubectl_path, render  # noqa: E402
-from tests.e2e.cluster import Cluster  # noqa: E402
-from tests.e2e.test_deploy_flow import flow_overlay, run_script, waiter_argv  # noqa: E402
-from tests.e2e.test_mpi_launchers import RANK_LINE  # noqa: E402
-from tests.e2e.workers import running_pods, wait_gone  # noqa: E402
+from devcluster.client import REPO, Cluster, devcluster
+from devcluster.flow import flow_overlay, run_script, waiter_argv
+from devcluster.manifests import DEPLOY, Job, kubectl_path, render
+from devcluster.mpijobs import RANK_LINE
+from devcluster.workloads import running_pods, wait_gone
 
 FLAVOURS = {"openmpi4": "Open MPI 4.1", "openmpi5": "Open MPI 5.0"}
 
@@ -129,7 +124,7 @@ def _run(cluster: Cluster, flavour: str, ns: str, tmp: Path, hostfile: Path) -> 
 
 def main() -> int:
     say("Starting the devcluster: etcd, apiserver, controller-manager, scheduler, kwok, CoreDNS")
-    up = subprocess.run([sys.executable, str(HERE / "devcluster.py"), "up"], check=False)
+    up = devcluster("up")
     if up.returncode != 0:
         return up.returncode
     cluster = Cluster.from_devcluster(REPO / ".devcluster")

@@ -7,20 +7,18 @@ The e2e tier is never skipped: a cluster that does not start is an error, and wi
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.cluster import Cluster
+from devcluster.client import Cluster, devcluster
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
-DEVCLUSTER = REPO / "devcluster" / "devcluster.py"
 
 _e2e_passed = 0
 
@@ -58,12 +56,8 @@ def cluster() -> Iterator[Cluster]:
     if os.environ.get("KUBECONFIG"):
         yield Cluster.from_kubeconfig(Path(os.environ["KUBECONFIG"]))
         return
-    status = subprocess.run(
-        [sys.executable, str(DEVCLUSTER), "status"], capture_output=True, check=False
-    )
-    started_here = status.returncode != 0
-    up = subprocess.run([sys.executable, str(DEVCLUSTER), "up"], check=False)
-    if up.returncode != 0:
+    started_here = devcluster("status", capture=True).returncode != 0
+    if devcluster("up").returncode != 0:
         pytest.fail("the devcluster did not start (see its output above)", pytrace=False)
     c = Cluster.from_devcluster(REPO / ".devcluster")
     os.environ["KUBECONFIG"] = str(c.kubeconfig)
@@ -71,8 +65,9 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         del os.environ["KUBECONFIG"]
-        if started_here and os.environ.get("K8SMPI_KEEP_DEVCLUSTER") != "1":
-            subprocess.run([sys.executable, str(DEVCLUSTER), "down"], check=True)
+        keep = os.environ.get("K8SMPI_KEEP_DEVCLUSTER") == "1"
+        if started_here and not keep and devcluster("down").returncode != 0:
+            pytest.fail("devcluster down failed (see its output above)", pytrace=False)
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.deploy_manifests import DEPLOY, DIRS, Job, job
-from tests.e2e.cluster import Cluster
-from tests.e2e.workers import running_pods
+from devcluster.client import Cluster
+from devcluster.manifests import DEPLOY, DIRS, Job, job
+from devcluster.workloads import running_pods
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

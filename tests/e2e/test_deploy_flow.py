@@ -19,102 +19,17 @@ does not bind ranks to cores (every pod shares this machine's 2 cores).
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.deploy_manifests import DEPLOY, Job, kubectl_path, render
-from tests.e2e.cluster import Cluster
-from tests.e2e.test_mpi_launchers import RANK_LINE, run_job, sourced_env
-from tests.e2e.workers import running_pods, wait_gone
+from devcluster.client import Cluster
+from devcluster.flow import flow_overlay, run_script, waiter_argv
+from devcluster.manifests import DEPLOY, Job, kubectl_path, render
+from devcluster.mpijobs import RANK_LINE, run_job
+from devcluster.workloads import running_pods, wait_gone
 
 pytestmark = pytest.mark.timeout(600)
-
-BIN = Path(sys.executable).parent
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-EXPANSION = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
-
-
-def flow_overlay(tmp: Path, flavour: str, hostfile: Path) -> Path:
-    """deploy/base, with this machine's paths and root; nothing else changed."""
-    env = sourced_env(flavour)
-    path = f"{Path(env['MPI_LAUNCHER']).parent}:{BIN}:{DEFAULT_PATH}"
-    ld = env.get("LD_LIBRARY_PATH", "")
-    root = {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False}
-    launcher_env = {
-        "PATH": path,
-        "LD_LIBRARY_PATH": ld,
-        "OMPI_ALLOW_RUN_AS_ROOT": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-        "OMPI_MCA_plm_rsh_agent": str(BIN / "kubexec"),
-        "PRTE_MCA_plm_ssh_agent": str(BIN / "kubexec"),
-        "OMPI_MCA_orte_default_hostfile": str(hostfile),
-        "PRTE_MCA_prte_default_hostfile": str(hostfile),
-        "MPI_TEST_PROGRAM": env["MPI_TEST_PROGRAM"],
-        # All pods share this machine's 2 cores: 4 ranks per pod cannot bind a core each
-        # (Open MPI 5 refuses; 4.1 binds only up to 2 ranks per node by default).
-        "PRTE_MCA_hwloc_default_binding_policy": "none",
-    }
-    worker_env = {"PATH": path, "LD_LIBRARY_PATH": ld}
-
-    def env_list(values: dict[str, str]) -> list[dict[str, str]]:
-        return [{"name": k, "value": v} for k, v in values.items()]
-
-    patches = [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": "cnode"},
-            "spec": {
-                "template": {
-                    "spec": {
-                        "securityContext": root,
-                        "containers": [{"name": "worker", "env": env_list(worker_env)}],
-                    }
-                }
-            },
-        },
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": "launcher"},
-            "spec": {
-                "template": {
-                    "spec": {
-                        "securityContext": root,
-                        "containers": [{"name": "launcher", "env": env_list(launcher_env)}],
-                    }
-                }
-            },
-        },
-    ]
-    overlay = tmp / "overlay"
-    overlay.mkdir()
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [os.path.relpath(DEPLOY / "base", overlay)],
-        "patches": [{"patch": json.dumps(p)} for p in patches],
-    }
-    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    return overlay
-
-
-def waiter_argv(j: Job, hostfile: Path) -> list[str]:
-    """The waiter init container's command with its $(VAR)s expanded, as the kubelet would."""
-    spec = j.launcher["spec"]["template"]["spec"]
-    (waiter,) = [c for c in spec["initContainers"] if c["name"] == "waiter"]
-    env = {e["name"]: e["value"] for e in waiter["env"]}
-    argv = [EXPANSION.sub(lambda m: env[m.group(1)], word) for word in waiter["command"]]
-    argv = [f"--hostfile-out={hostfile}" if a.startswith("--hostfile-out=") else a for a in argv]
-    return [str(BIN / argv[0]), *argv[1:]]
 
 
 @pytest.mark.parametrize("flavour", ["openmpi4", "openmpi5"])
@@ -164,29 +79,3 @@ def test_batch_script_runs_through_the_launcher_pod(
     # Nothing of the job is left running here (mpirun and its kubexec agents carry the hostfile
     # path in their environment).
     assert wait_gone(str(hostfile), 30) == []
-
-
-class Ran:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-    def __repr__(self) -> str:
-        return f"exit {self.returncode}\n--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
-
-
-def run_script(argv: list[str], script: str, timeout: float = 240) -> Ran:
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(script, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=10)
-        pytest.fail(f"timed out after {timeout:.0f}s\n--- stdout\n{out}--- stderr\n{err}")
-    return Ran(proc.returncode, out, err)

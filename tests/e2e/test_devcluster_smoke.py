@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import JSON, Cluster, wait_for
+from devcluster.client import JSON, Cluster, devcluster, wait_for
 
 SMOKE = Path(__file__).resolve().parents[2] / "devcluster" / "smoke" / "compute-nodes.yaml"
 
@@ -145,10 +143,9 @@ def _running(pid: int) -> bool:
 def test_down_leaves_no_process_and_up_restarts(cluster: Cluster) -> None:
     if cluster.root is None:
         pytest.fail("this test needs the devcluster, not an external KUBECONFIG", pytrace=False)
-    devcluster = Path(__file__).resolve().parents[2] / "devcluster" / "devcluster.py"
     pids = cluster.state["pids"]
     assert pids and all(pids.values()), f"not every component was running: {pids}"
-    subprocess.run([sys.executable, str(devcluster), "down"], check=True, timeout=120)
+    assert devcluster("down", timeout=120).returncode == 0
     alive = [name for name, pid in pids.items() if _running(pid)]
     assert alive == [], f"still running after down: {alive}"
     # Anything still running from this devcluster's folder (its components' cwd), by any pid.
@@ -162,4 +159,4 @@ def test_down_leaves_no_process_and_up_restarts(cluster: Cluster) -> None:
             if cwd == cluster.root and _running(int(proc.name)):
                 leftovers.append(f"{proc.name}:{(proc / 'comm').read_text().strip()}")
     assert leftovers == [], f"devcluster processes still running: {leftovers}"
-    subprocess.run([sys.executable, str(devcluster), "up"], check=True, timeout=300)
+    assert devcluster("up", timeout=300).returncode == 0

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from devcluster.client import JSON, Cluster, wait_for
+from devcluster.mpijobs import run_job
 from k8smpi_runtime import __version__
-from tests.e2e.cluster import JSON, Cluster, wait_for
-from tests.e2e.test_mpi_launchers import run_job
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

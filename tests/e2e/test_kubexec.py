@@ -22,11 +22,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from k8smpi_runtime.kube import config as kconfig
-from k8smpi_runtime.kube import exec as kexec
-from k8smpi_runtime.kubexec import identity, resolve, retrying, session
-from tests.e2e.cluster import JSON, Cluster, wait_for
-from tests.e2e.workers import (
+from devcluster.client import JSON, Cluster, wait_for
+from devcluster.workloads import (
     DEFAULT_NODES,
     KUBEXEC,
     kubexec_env,
@@ -36,6 +33,9 @@ from tests.e2e.workers import (
     statefulset,
     wait_gone,
 )
+from k8smpi_runtime.kube import config as kconfig
+from k8smpi_runtime.kube import exec as kexec
+from k8smpi_runtime.kubexec import identity, resolve, retrying, session
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.cluster import JSON, Cluster, wait_for
-from tests.e2e.test_mpi_launchers import (
+from devcluster.client import JSON, Cluster, wait_for
+from devcluster.mpijobs import (
     RANK_LINE,
     Result,
     assert_allreduce_output,
     run_job,
     sourced_env,
 )
-from tests.e2e.workers import KUBEXEC, KUBEXEC_ENV, REPO, running_pods, statefulset
+from devcluster.workloads import KUBEXEC, KUBEXEC_ENV, REPO, running_pods, statefulset
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -12,118 +12,27 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-MPI_SRC = REPO / "devcluster" / "mpi"
-INSTALL = MPI_SRC / "install.sh"
-RUN_LOCAL = MPI_SRC / "run-local.sh"
+from devcluster.mpijobs import (
+    FLAVOURS,
+    RUN_LOCAL,
+    Result,
+    assert_allreduce_output,
+    env_file,
+    mpi_cache_dir,
+    path_entries,
+    query,
+    run_job,
+    sourced_env,
+)
 
-FLAVOURS = ("openmpi4", "openmpi5", "mpich", "impi")
 NP = 4
 RUN_TIMEOUT_S = 120.0
-QUERY_TIMEOUT_S = 30.0
-
-RANK_LINE = re.compile(r"rank=(\d+) size=(\d+) sum=(\d+) host=(\S+)")
 
 pytestmark = pytest.mark.e2e
-
-
-def mpi_cache_dir() -> Path:
-    """``${K8SMPI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8smpi}/mpi``, as install.sh has it."""
-    cache = os.environ.get("K8SMPI_CACHE") or ""
-    if not cache:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path(os.environ["HOME"]) / ".cache")
-        cache = str(Path(xdg) / "k8smpi")
-    return Path(cache).absolute() / "mpi"
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a finished command left behind."""
-
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def describe(self) -> str:
-        return (
-            f"$ {' '.join(self.argv)}\nexit {self.returncode}\n"
-            f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
-        )
-
-
-def run_job(argv: list[str], env: dict[str, str], timeout: float) -> Result:
-    """Run ``argv`` in its own session; on timeout kill the whole session and fail.
-
-    MPI launchers leave ranks and daemons holding the output pipes, so a plain
-    ``subprocess.run(timeout=...)``, which kills only its direct child, could still hang.
-    """
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=10)
-        pytest.fail(
-            f"timed out after {timeout:.0f}s: {' '.join(argv)}\n--- stdout\n{out}--- stderr\n{err}",
-            pytrace=False,
-        )
-    return Result(argv, proc.returncode, out, err)
-
-
-def query(argv: list[str], env: dict[str, str]) -> Result:
-    """A quick command that starts no MPI job (a version query, sourcing an env file)."""
-    proc = subprocess.run(
-        argv,
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        text=True,
-        timeout=QUERY_TIMEOUT_S,
-        check=False,
-    )
-    return Result(argv, proc.returncode, proc.stdout, proc.stderr)
-
-
-def env_file(flavour: str) -> Path:
-    """The flavour's env file; fails (never skips) when install.sh has not written it."""
-    path = mpi_cache_dir() / "env" / f"{flavour}.env"
-    if not path.is_file():
-        pytest.fail(
-            f"{path} is missing: run `bash {INSTALL.relative_to(REPO)}` (make mpi) before the e2e "
-            "tier; the MPI launchers are part of it and are never skipped",
-            pytrace=False,
-        )
-    return path
-
-
-def sourced_env(*flavours: str) -> dict[str, str]:
-    """The environment after sourcing the env files of ``flavours`` in order, with POSIX sh."""
-    files = [str(env_file(f)) for f in flavours]
-    script = 'for f in "$@"; do . "$f" || exit 1; done; exec env -0'
-    res = query(["sh", "-c", script, "sh", *files], dict(os.environ))
-    assert res.returncode == 0, f"sourcing {files} failed:\n{res.describe()}"
-    pairs = (item.partition("=") for item in res.stdout.split("\0") if item)
-    return {name: value for name, _, value in pairs}
-
-
-def path_entries(env: dict[str, str], name: str) -> list[str]:
-    return [p for p in env.get(name, "").split(":") if p]
 
 
 def reported_version(flavour: str, env: dict[str, str]) -> str:
@@ -142,20 +51,6 @@ def reported_version(flavour: str, env: dict[str, str]) -> str:
     match = re.search(pattern, res.stdout + res.stderr, re.MULTILINE)
     assert match, f"{flavour}: no version matching {pattern!r} in:\n{res.describe()}"
     return match.group(1)
-
-
-def assert_allreduce_output(res: Result, np: int) -> None:
-    """Exit 0 and exactly one ``rank=R size=NP sum=NP(NP+1)/2 host=H`` line per rank."""
-    assert res.returncode == 0, f"the MPI job failed:\n{res.describe()}"
-    lines = res.stdout.splitlines()
-    assert len(lines) == np, f"expected {np} output lines, got {len(lines)}:\n{res.describe()}"
-    parsed = [RANK_LINE.fullmatch(line) for line in lines]
-    assert all(parsed), f"unexpected output line(s):\n{res.describe()}"
-    ranks = sorted(int(m.group(1)) for m in parsed if m)
-    assert ranks == list(range(np)), f"ranks {ranks}, expected 0..{np - 1}:\n{res.describe()}"
-    expected = (str(np), str(np * (np + 1) // 2))
-    wrong = [m.group(0) for m in parsed if m and (m.group(2), m.group(3)) != expected]
-    assert not wrong, f"expected size={expected[0]} sum={expected[1]}, got {wrong}"
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.cluster import JSON, Cluster, wait_for
+from devcluster.client import JSON, Cluster, wait_for
 
 
 def pod(name: str, *, subdomain: str = "", run_as: int | None = None) -> JSON:

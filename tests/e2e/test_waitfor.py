@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import JSON, Cluster, wait_for
+from devcluster.client import JSON, Cluster, devcluster, wait_for
 
 WAITFOR = str(Path(sys.executable).parent / "k8s-waitfor")
 REPO = Path(__file__).resolve().parents[2]
@@ -477,13 +477,7 @@ def test_the_wait_survives_an_apiserver_restart(cluster: Cluster, namespace: str
     )
     time.sleep(1)
     assert proc.poll() is None
-    restart = subprocess.run(
-        [sys.executable, str(REPO / "devcluster" / "devcluster.py"), "restart", "kube-apiserver"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=180,
-    )
+    restart = devcluster("restart", "kube-apiserver", capture=True, timeout=180)
     assert restart.returncode == 0, restart.stderr
     assert proc.poll() is None, "k8s-waitfor ended during the restart"
     # The third pod appears only after the restart: the resumed (or re-listed) watch sees it.

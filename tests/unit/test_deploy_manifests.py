@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.deploy_manifests import DEPLOY, DIRS, Job, job
+from devcluster.manifests import DEPLOY, DIRS, Job, job
 
 LAUNCHER_ENV = {
     "OMPI_MCA_plm_rsh_agent": "/opt/mpi/bin/kubexec",

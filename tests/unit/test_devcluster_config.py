@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
-import pytest
 import yaml
 
+from devcluster import cli, kwoknodes
+from devcluster.layout import Layout, Ports
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def devcluster() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("devcluster", REPO / "devcluster/devcluster.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["devcluster"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def versions() -> dict[str, str]:
@@ -33,8 +22,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def test_nodes_match_the_seed_talk(devcluster: ModuleType) -> None:
-    node = devcluster.node_manifest(3)
+def test_nodes_match_the_seed_talk() -> None:
+    node = kwoknodes.node_manifest(3)
     assert node["metadata"]["name"] == "kwok-node-3"
     for field in ("capacity", "allocatable"):
         res = node["status"][field]
@@ -43,21 +32,21 @@ def test_nodes_match_the_seed_talk(devcluster: ModuleType) -> None:
         assert res["nvidia.com/gpu"] == "4"
         assert res["rdma/hca"] == "1k"
         assert res["pods"] == "500"
-    assert node["metadata"]["labels"][devcluster.NODE_LABEL] == "true"
+    assert node["metadata"]["labels"][kwoknodes.NODE_LABEL] == "true"
 
 
-def test_generated_configs_parse(devcluster: ModuleType, tmp_path: Path) -> None:
-    lay = devcluster.Layout(tmp_path)
+def test_generated_configs_parse(tmp_path: Path) -> None:
+    lay = Layout(tmp_path)
     lay.pki.mkdir()
     for name in ("ca", "admin", "kube-controller-manager", "kube-scheduler", "kwok", "coredns"):
         (lay.pki / f"{name}.crt").write_text("cert")
         (lay.pki / f"{name}.key").write_text("key")
-    devcluster.write_configs(lay, devcluster.Ports())
+    cli.write_configs(lay, Ports())
     docs = list(yaml.safe_load_all((tmp_path / "kwok.yaml").read_text()))
     kinds = [d["kind"] for d in docs]
     assert kinds == ["KwokConfiguration", "Stage", "Stage", "Stage"]
     # Nodes advertise podexec's port as their kubelet's; kwok's own exec handler is off.
-    assert docs[0]["options"]["nodePort"] == devcluster.Ports().kubelet
+    assert docs[0]["options"]["nodePort"] == Ports().kubelet
     assert docs[0]["options"]["enableDebuggingHandlers"] is False
     assert {d["metadata"]["name"] for d in docs[1:]} == {
         "node-initialize",
@@ -76,9 +65,9 @@ def test_generated_configs_parse(devcluster: ModuleType, tmp_path: Path) -> None
     assert resolv.startswith("nameserver 127.0.83.1\n")
 
 
-def test_every_component_listens_on_loopback_only(devcluster: ModuleType, tmp_path: Path) -> None:
-    argv = devcluster.command_lines(devcluster.Layout(tmp_path), tmp_path, devcluster.Ports())
-    assert set(argv) == set(devcluster.COMPONENTS)
+def test_every_component_listens_on_loopback_only(tmp_path: Path) -> None:
+    argv = cli.command_lines(Layout(tmp_path), tmp_path, Ports())
+    assert set(argv) == set(cli.COMPONENTS)
     for name, args in argv.items():
         for arg in args:
             listen = r"(?:bind-address|server-address|listen-[a-z]+-urls)=(?:https?://)?([0-9.]+)"

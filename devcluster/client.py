@@ -1,4 +1,7 @@
-"""The cluster under test, as the e2e tier sees it: kubectl, namespaces, DNS, the audit log."""
+"""The cluster under test, as the e2e tier, the demo and the benchmarks see it.
+
+kubectl, namespaces, pod DNS, the audit log, and ``python3 -m devcluster`` itself.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +22,28 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 JSON = dict[str, Any]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def devcluster(
+    *args: str, timeout: float = 300, capture: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``python3 -m devcluster ARGS`` from the repository root; the caller checks the result."""
+    return subprocess.run(
+        [sys.executable, "-m", "devcluster", *args],
+        cwd=REPO,
+        capture_output=capture,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 @dataclass(frozen=True)
 class Cluster:
     kubeconfig: Path
     kubectl_path: str
-    #: What ``devcluster.py up`` recorded (audit log, DNS address, bin folder); empty elsewhere.
+    #: What ``python3 -m devcluster up`` recorded (audit log, DNS, bin folder); empty elsewhere.
     state: JSON
     root: Path | None
 

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.e2e.cluster import JSON, Cluster, wait_for
+from devcluster.client import JSON, Cluster, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 KUBEXEC = Path(sys.executable).parent / "kubexec"
 """The console script in the venv (``pip install -e .``)."""
 KUBEXEC_ENV = Path(sys.executable).parent / "kubexec-env"

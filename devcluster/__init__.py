@@ -1,0 +1,22 @@
+"""devcluster: a real Kubernetes control plane on one machine, for the tests, the demo and bench.
+
+A reader maps the modules to the components:
+
+- :mod:`devcluster.layout`: ports, folders and constants; :mod:`devcluster.pki`: the CA,
+  certificates and kubeconfigs; :mod:`devcluster.processes`: starting and stopping by pid;
+- :mod:`devcluster.controlplane`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler;
+- :mod:`devcluster.kwoknodes`: the simulated nodes (kwok) and their exec endpoint (podexec);
+- :mod:`devcluster.dns`: CoreDNS for pod names;
+- :mod:`devcluster.cli`: ``python3 -m devcluster up|down|status|restart|clean``.
+
+And what the tests, the demo and the benchmarks share (they need the project's venv):
+
+- :mod:`devcluster.client`: the cluster as a test sees it (kubectl, namespaces, DNS, audit log);
+- :mod:`devcluster.workloads`: worker pods, running kubexec, finding leftover processes;
+- :mod:`devcluster.manifests`: deploy/ rendered with kustomize, and what a job is made of;
+- :mod:`devcluster.mpijobs`: the MPI launchers' env files and running a job to completion;
+- :mod:`devcluster.flow`: deploy/'s whole flow on the devcluster (the demo and its e2e test).
+
+The control-plane modules use the standard library only, so ``make devcluster`` runs before
+the project's venv exists.
+"""
