@@ -12,6 +12,9 @@ pkgs=(
   # hybrid cgroups), fuse-overlayfs/uidmap (overlay storage), iptables (container networking),
   # debootstrap (the debian:<suite> base image is made locally).
   podman buildah runc fuse-overlayfs uidmap iptables debootstrap
+  # The real node (devcluster/realnode.py): Debian's runc above, the CNI bridge and host-local
+  # plugins (/usr/lib/cni), ip(8) for its bridge, a static libc for the pause image.
+  containernetworking-plugins iproute2 libc6-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,10 +7,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
 
-stamp="k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_coredns-${COREDNS_VERSION}"
+stamp="k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_coredns-${COREDNS_VERSION}_containerd-${CONTAINERD_VERSION}"
 cache="${K8SMPI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/k8smpi}/devcluster/$stamp"
 bin="$cache/bin"
-want="kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok coredns"
+want="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok coredns"
+# The real node's runtime.
+want="$want containerd containerd-shim-runc-v2 ctr"
 
 have_all() { for b in $want; do [ -x "$bin/$b" ] || return 1; done; }
 build_podexec() {
@@ -33,6 +35,7 @@ check_pin kube k8s.io/kubernetes "$KUBE_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 check_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
+check_pin containerd github.com/containerd/containerd/v2 "$CONTAINERD_VERSION"
 
 command -v go >/dev/null || { echo "build.sh: 'go' not found; install Go >= 1.26 (see README)" >&2; exit 1; }
 # sum.golang.org may be unreachable; the committed go.sum files pin every module hash instead.
@@ -53,10 +56,15 @@ build() {  # module-dir ldflags packages...
   (cd "$here/gobuild/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "$@") >&2
 }
 build kube "$kv" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet
 build etcd "" .
 build kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=v$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 build coredns "" github.com/coredns/coredns
+# Static (CGO_ENABLED=0, as every binary here): no btrfs, devmapper or zfs snapshotters.
+cmd=github.com/containerd/containerd/v2/cmd
+GOFLAGS="$GOFLAGS -tags=no_btrfs,no_devmapper,no_zfs" build containerd \
+  "-X github.com/containerd/containerd/v2/version.Version=v$CONTAINERD_VERSION" \
+  $cmd/containerd $cmd/containerd-shim-runc-v2 $cmd/ctr
 mkdir -p "$bin"
 for b in $want; do mv -f "$tmp/$b" "$bin/$b"; done
 build_podexec

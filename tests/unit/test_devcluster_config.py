@@ -82,10 +82,24 @@ def test_go_build_modules_pin_versions_env() -> None:
         "etcd": ("go.etcd.io/etcd/server/v3", v["ETCD_VERSION"]),
         "kwok": ("sigs.k8s.io/kwok", v["KWOK_VERSION"]),
         "coredns": ("github.com/coredns/coredns", v["COREDNS_VERSION"]),
+        "containerd": ("github.com/containerd/containerd/v2", v["CONTAINERD_VERSION"]),
     }
     for folder, (module, version) in pins.items():
         gomod = (REPO / "devcluster/gobuild" / folder / "go.mod").read_text()
         assert f"\nrequire {module} v{version}\n" in gomod, folder
+    # build.sh checks the same pins, and its cache folder changes with every version it builds.
+    build = (REPO / "devcluster/build.sh").read_text()
+    for folder, (module, _) in pins.items():
+        assert f"check_pin {folder} {module} " in build
+    stamp = re.search(r'^stamp="(.*)"$', build, re.M)
+    assert stamp is not None
+    for key in ("KUBE", "ETCD", "KWOK", "COREDNS", "CONTAINERD"):
+        assert f"${{{key}_VERSION}}" in stamp.group(1)
+    # The real node's binaries: kubelet from the kube module, containerd's three commands.
+    tools = (REPO / "devcluster/gobuild/kube/tools.go").read_text()
+    assert '_ "k8s.io/kubernetes/cmd/kubelet"' in tools
+    for binary in ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr"):
+        assert re.search(rf'^want=".*\b{binary}\b', build, re.M), binary
     staging = re.findall(
         r"^\t(k8s\.io/\S+) => \1 (v\S+)$",
         (REPO / "devcluster/gobuild/kube/go.mod").read_text(),
