@@ -29,7 +29,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from devcluster import controlplane, dns, kwoknodes, processes
+from devcluster import controlplane, dns, kwoknodes, processes, realnode
 from devcluster.layout import (
     CLUSTER_DOMAIN,
     EXIT_FAILED,
@@ -84,7 +84,7 @@ def wait_healthy(lay: Layout, check: Callable[[], bool], name: str, timeout: flo
     )
 
 
-def cmd_up(lay: Layout, ports: Ports, nodes: int) -> int:
+def cmd_up(lay: Layout, ports: Ports, nodes: int, real_nodes: int) -> int:
     t0 = time.monotonic()
     bin_dir = controlplane.build_binaries()
     lay.root.mkdir(parents=True, exist_ok=True)
@@ -107,6 +107,7 @@ def cmd_up(lay: Layout, ports: Ports, nodes: int) -> int:
         wait_healthy(lay, checks[name], name, timeout=90)
     kwoknodes.ensure_nodes(lay, nodes, ports.kubelet)
     kwoknodes.wait_cluster_ready(lay, nodes, timeout=120)
+    real = realnode.up(lay, ports, real_nodes)
     state = {
         "kubeconfig": str(lay.kubeconfig),
         "bin": str(bin_dir),
@@ -119,39 +120,49 @@ def cmd_up(lay: Layout, ports: Ports, nodes: int) -> int:
         "nodes": nodes,
         "node_resources": kwoknodes.NODE_RESOURCES,
         "pids": {n: processes.read_pid(lay, n) for n in COMPONENTS},
+        # What realnode.state() describes: nodes, label, taint, placement, images, network.
+        "real_nodes": real,
     }
     write_atomic(lay.root / "state.json", json.dumps(state, indent=2) + "\n")
     what = f"started {', '.join(started)}" if started else "already running"
-    log(f"healthy in {time.monotonic() - t0:.1f}s ({what}; {nodes} nodes)")
+    log(f"healthy in {time.monotonic() - t0:.1f}s ({what}; {nodes} nodes, {real_nodes} real)")
     print(f"export KUBECONFIG={lay.kubeconfig}")
     return EXIT_OK
 
 
-def cmd_down(lay: Layout) -> int:
+def cmd_down(lay: Layout, ports: Ports) -> int:
+    realnode.down(lay, ports)
     for name in reversed(COMPONENTS):
         processes.stop(lay, name)
     return EXIT_OK
 
 
-def cmd_status(lay: Layout, ports: Ports) -> int:
-    """One line per component with its pid and resident memory; exit 1 if any is down."""
+def cmd_status(lay: Layout, ports: Ports, real_nodes: int) -> int:
+    """One line per component with its pid and resident memory; exit 1 if any is down.
+
+    The real nodes' rows follow: containerd and kubelet per node, its shims (pid: how many;
+    rss: all of them), the pods' DNS listener.
+    """
     bad = 0
     total = 0
     checks = health_checks(lay, ports)
-    for name in COMPONENTS:
-        pid = processes.read_pid(lay, name)
-        ok = pid is not None and checks[name]()
+    rows = [
+        (name, pid is not None and checks[name](), pid, processes.rss_kib(pid) if pid else 0)
+        for name in COMPONENTS
+        for pid in [processes.read_pid(lay, name)]
+    ]
+    for name, ok, pid, rss in [*rows, *realnode.status_rows(lay, ports, real_nodes)]:
         bad += not ok
-        rss = processes.rss_kib(pid) if pid else 0
         total += rss
         state = "running" if ok else "down"
-        print(f"{name:24} {state:8} pid {pid or '-':>7}  rss {rss / 1024:7.1f} MiB")
-    print(f"{'total':24} {'':8} {'':11}  rss {total / 1024:7.1f} MiB")
+        shown = "-" if pid is None else pid
+        print(f"{name:32} {state:8} pid {shown:>7}  rss {rss / 1024:7.1f} MiB")
+    print(f"{'total':32} {'':8} {'':11}  rss {total / 1024:7.1f} MiB")
     return EXIT_OK if bad == 0 else EXIT_FAILED
 
 
-def cmd_clean(lay: Layout) -> int:
-    cmd_down(lay)
+def cmd_clean(lay: Layout, ports: Ports) -> int:
+    cmd_down(lay, ports)
     if lay.root.exists():
         subprocess.run(["rm", "-rf", "--one-file-system", str(lay.root)], check=True)
     return EXIT_OK
@@ -167,26 +178,35 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("DEVCLUSTER_NODES", "4")),
         help="simulated nodes (default 4, or DEVCLUSTER_NODES)",
     )
+    parser.add_argument(
+        "--real-nodes",
+        type=int,
+        default=None,
+        help="real nodes: kubelet + containerd (default 1, or DEVCLUSTER_REAL_NODES; 0: none)",
+    )
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be >= 1")
     lay = default_layout()
     try:
         ports = Ports.from_env()
+        real_nodes = realnode.node_count(
+            None if args.real_nodes is None else {"DEVCLUSTER_REAL_NODES": str(args.real_nodes)}
+        )
         if args.command == "up":
-            return cmd_up(lay, ports, args.nodes)
+            return cmd_up(lay, ports, args.nodes, real_nodes)
         if args.command == "down":
-            return cmd_down(lay)
+            return cmd_down(lay, ports)
         if args.command == "status":
-            return cmd_status(lay, ports)
+            return cmd_status(lay, ports, real_nodes)
         if args.command == "restart":
             unknown = set(args.components) - set(COMPONENTS)
             if unknown or not args.components:
                 parser.error(f"restart takes components from: {', '.join(COMPONENTS)}")
             for name in args.components:
                 processes.stop(lay, name)
-            return cmd_up(lay, ports, args.nodes)
-        return cmd_clean(lay)
+            return cmd_up(lay, ports, args.nodes, real_nodes)
+        return cmd_clean(lay, ports)
     except DevclusterError as e:
         print(f"devcluster: error: {e}", file=sys.stderr)
         return EXIT_FAILED

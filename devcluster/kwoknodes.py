@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from devcluster import processes
 from devcluster.controlplane import kubectl
-from devcluster.layout import CLUSTER_DOMAIN, POD_CIDR, DevclusterError, log, write_atomic
+from devcluster.layout import CLUSTER_DOMAIN, KWOK_POD_CIDR, DevclusterError, log, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -188,7 +188,8 @@ spec:
 
 def write_configs(lay: Layout, ports: Ports) -> None:
     write_atomic(
-        lay.root / "kwok.yaml", KWOK_CONFIG.format(pod_cidr=POD_CIDR, kubelet_port=ports.kubelet)
+        lay.root / "kwok.yaml",
+        KWOK_CONFIG.format(pod_cidr=KWOK_POD_CIDR, kubelet_port=ports.kubelet),
     )
 
 
@@ -199,7 +200,8 @@ def command_lines(lay: Layout, bin_dir: Path, ports: Ports) -> dict[str, list[st
             str(bin_dir / "kwok"),
             f"--kubeconfig={lay.component_kubeconfig('kwok')}",
             f"--config={lay.root / 'kwok.yaml'}",
-            "--manage-all-nodes=true",
+            # Only the simulated nodes: the real nodes' status is their kubelet's.
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-ip=127.0.0.1",
             f"--node-port={ports.kubelet}",
             f"--server-address=127.0.0.1:{ports.kwok}",

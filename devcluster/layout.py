@@ -70,8 +70,12 @@ class Ports:
 
 CLUSTER_DOMAIN = "cluster.local"
 SERVICE_CIDR = "10.96.0.0/16"
-# Pod IPs: the benchmarking range, which nothing here ever dials (execs go apiserver -> kwok).
+# Pod IPs: the benchmarking range. kwok's pods take the first half; their IPs are never dialled
+# (execs go apiserver -> podexec). The real nodes' pods (devcluster/podnet.py) are in the second
+# half, 198.19.<offset>.0/24 per checkout, on a bridge of this machine only.
 POD_CIDR = "198.18.0.0/15"
+KWOK_POD_CIDR = "198.18.0.0/16"
+REAL_POD_CIDR = "198.19.0.0/16"
 # Written into the `kubernetes` Endpoints only; loopback is rejected there by validation.
 ADVERTISE_ADDRESS = "192.0.2.10"
 

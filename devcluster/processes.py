@@ -20,14 +20,15 @@ if TYPE_CHECKING:
     from devcluster.layout import Layout
 
 
-def read_pid(lay: Layout, name: str) -> int | None:
-    """The recorded pid, if that process is still the one we started (not a reused pid)."""
+def read_pid(lay: Layout, name: str, exe: str | None = None) -> int | None:
+    """The recorded pid, if that process is still the one we started (not a reused pid): its
+    executable is ``exe`` (default: the component's name)."""
     try:
         pid = int(lay.pidfile(name).read_text().strip())
-        exe = Path(f"/proc/{pid}/exe").readlink()
+        path = Path(f"/proc/{pid}/exe").readlink()
     except (OSError, ValueError):
         return None
-    return pid if exe.name.removesuffix(" (deleted)") == name else None
+    return pid if path.name.removesuffix(" (deleted)") == (exe or name) else None
 
 
 def start(lay: Layout, name: str, argv: list[str]) -> int:
@@ -48,8 +49,8 @@ def start(lay: Layout, name: str, argv: list[str]) -> int:
     return proc.pid
 
 
-def stop(lay: Layout, name: str, timeout: float = 15.0) -> None:
-    pid = read_pid(lay, name)
+def stop(lay: Layout, name: str, timeout: float = 15.0, exe: str | None = None) -> None:
+    pid = read_pid(lay, name, exe)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)

@@ -1,4 +1,5 @@
-"""Worker pods for the kubexec e2e tests, and ways to run kubexec and look for leftovers.
+"""Worker pods for the kubexec e2e tests, pods for the real nodes, and ways to run kubexec and
+look for leftovers.
 
 Worker pods ask for no GPUs: other tests share the devcluster's 16.
 """
@@ -63,6 +64,59 @@ def statefulset(
             },
         },
     ]
+
+
+def real_node_image(cluster: Cluster, variant: str) -> str:
+    """The tag of ``make images``' ``variant`` (cpu, waiter, example, pause) in the real nodes'
+    containerd: imported by ``python3 -m devcluster up``."""
+    info = cluster.state.get("real_nodes") or {}
+    if not info.get("nodes"):
+        raise AssertionError("the devcluster runs no real node (DEVCLUSTER_REAL_NODES=0?)")
+    images: dict[str, str] = info["images"]
+    if variant not in images:
+        raise AssertionError(
+            f"the {variant} image is not in the real node's containerd: run `make images`, then"
+            " `make devcluster` (it imports what podman has)"
+        )
+    return images[variant]
+
+
+def real_node_pod(
+    cluster: Cluster,
+    name: str,
+    *,
+    image: str = "cpu",
+    command: list[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    run_as: int | None = 4242,
+    limits: Mapping[str, str | int] | None = None,
+    **spec: Any,
+) -> JSON:
+    """A pod for a real node: one container from ``make images``' ``image`` variant (never
+    pulled), the real node's selector and toleration, uid ``run_as`` (no passwd entry; None:
+    the image's USER). ``spec`` adds pod spec fields (hostname, subdomain, ...)."""
+    container: JSON = {
+        "name": "main",
+        "image": real_node_image(cluster, image),
+        "imagePullPolicy": "Never",
+        "command": command or ["sleep", "infinity"],
+    }
+    if limits:
+        container["resources"] = {"limits": dict(limits)}
+    pod_spec: JSON = {
+        **cluster.state["real_nodes"]["placement"],
+        "containers": [container],
+        "terminationGracePeriodSeconds": 1,
+        **spec,
+    }
+    if run_as is not None:
+        pod_spec["securityContext"] = {"runAsUser": run_as, "runAsGroup": 0, "runAsNonRoot": True}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": dict(labels or {})},
+        "spec": pod_spec,
+    }
 
 
 def running_pods(cluster: Cluster, namespace: str, selector: str, count: int) -> list[JSON]:
