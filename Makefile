@@ -36,7 +36,8 @@ binaries:
 mpi: apt
 	bash devcluster/mpi/install.sh >/dev/null
 
-setup: apt venv binaries mpi
+# images: the real node runs them (`devcluster up` imports them into its containerd).
+setup: apt venv binaries mpi images
 
 # --- checks ---------------------------------------------------------------------------------
 lint: venv
@@ -58,7 +59,7 @@ test: setup lint typecheck
 	K8SMPI_REQUIRE_E2E=1 pytest -q tests
 
 # --- devcluster -----------------------------------------------------------------------------
-devcluster: apt binaries
+devcluster: apt binaries images
 	@$(DEVCLUSTER) up
 
 devcluster-down:

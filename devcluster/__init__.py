@@ -7,12 +7,15 @@ A reader maps the modules to the components:
 - :mod:`devcluster.controlplane`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler;
 - :mod:`devcluster.kwoknodes`: the simulated nodes (kwok) and their exec endpoint (podexec);
 - :mod:`devcluster.dns`: CoreDNS for pod names;
+- :mod:`devcluster.realnode`: the real nodes (kubelet + containerd + runc), with
+  :mod:`devcluster.podnet` (their bridge and iptables chains) and :mod:`devcluster.nodeimages`
+  (the pause image, and ``make images``' images put into containerd);
 - :mod:`devcluster.cli`: ``python3 -m devcluster up|down|status|restart|clean``.
 
 And what the tests, the demo and the benchmarks share (they need the project's venv):
 
 - :mod:`devcluster.client`: the cluster as a test sees it (kubectl, namespaces, DNS, audit log);
-- :mod:`devcluster.workloads`: worker pods, running kubexec, finding leftover processes;
+- :mod:`devcluster.workloads`: worker pods, real-node pods, running kubexec, finding leftovers;
 - :mod:`devcluster.manifests`: deploy/ rendered with kustomize, and what a job is made of;
 - :mod:`devcluster.mpijobs`: the MPI launchers' env files and running a job to completion;
 - :mod:`devcluster.flow`: deploy/'s whole flow on the devcluster (the demo and its e2e test).

@@ -4,19 +4,22 @@ Upstream etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (si
 and pods) and CoreDNS (pod DNS for headless Services), built by ``devcluster/build.sh`` from
 the pinned versions in ``devcluster/versions.env``; and podexec (``gobuild/podexec``), the
 simulated nodes' kubelet exec endpoint, which runs pods/exec commands on this machine as a
-container runtime would (see its doc comment for why not kwok's own).
+container runtime would (see its doc comment for why not kwok's own). Beside the simulated
+nodes, real ones (``realnode.py``): kubelet + containerd + runc, pods from ``make images``' images.
 
 Commands (``make devcluster`` / ``make devcluster-down`` call the first two):
 
 ``up``     build if needed, start what is not running, wait until healthy, write
            ``.devcluster/kubeconfig`` and print ``export KUBECONFIG=...``. Idempotent.
-``down``   stop every process ``up`` started, by the pids it recorded, and their process groups.
+``down``   stop every process ``up`` started, by the pids it recorded, and their process groups;
+           remove what the real nodes set up on the host (mounts, cgroups, bridge, chains).
 ``status`` print each component and whether it runs; exit 1 if any does not.
 ``restart NAME...``  stop those components, then ``up`` (e.g. an apiserver restart mid-test).
 ``clean``  ``down`` and remove ``.devcluster/``.
 
-Everything listens on loopback only. Exit codes: 0 ok, 1 a component failed (its log is named),
-2 bad usage. Standard library only, so it runs before the project's venv exists.
+Everything listens on loopback only (the real nodes' kubelets on their bridge address). Exit
+codes: 0 ok, 1 a component failed (its log is named), 2 bad usage. Standard library only, so it
+runs before the project's venv exists.
 """
 
 from __future__ import annotations

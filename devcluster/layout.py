@@ -40,6 +40,8 @@ class Ports:
     coredns_ready: int = 18181
     # glibc's resolver always asks port 53, so CoreDNS gets a loopback address of its own.
     dns_address: str = "127.0.83.1"
+    # DEVCLUSTER_PORT_OFFSET: also names the real nodes' bridge, subnet, cgroups and run folder.
+    offset: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Ports:
@@ -65,7 +67,7 @@ class Ports:
                 "coredns_ready",
             )
         }
-        return cls(**ports, dns_address=f"127.0.83.{1 + offset}")
+        return cls(**ports, dns_address=f"127.0.83.{1 + offset}", offset=offset)
 
 
 CLUSTER_DOMAIN = "cluster.local"

@@ -150,8 +150,9 @@ def import_image(podman: Podman, ctr: list[str], tag: str, image_id: str) -> Non
             stderr=subprocess.PIPE,
             text=True,
         )
+        labels = ["--label", f"{SOURCE_LABEL}={image_id}", "--label", PINNED_LABEL]
         load = subprocess.Popen(
-            [*ctr, "images", "import", str(fifo)],
+            [*ctr, "images", "import", *labels, str(fifo)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -168,15 +169,6 @@ def import_image(podman: Podman, ctr: list[str], tag: str, image_id: str) -> Non
         raise DevclusterError(f"podman save {tag} failed: {save_err.strip()[-400:]}")
     if load.returncode != 0:
         raise DevclusterError(f"ctr images import {tag} failed: {load_err.strip()[-400:]}")
-    label = subprocess.run(
-        [*ctr, "images", "label", tag, f"{SOURCE_LABEL}={image_id}", PINNED_LABEL],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    if label.returncode != 0:
-        raise DevclusterError(f"ctr images label {tag} failed: {label.stderr.strip()[-300:]}")
 
 
 def ensure_images(ctrs: list[list[str]]) -> dict[str, str]:

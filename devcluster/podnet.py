@@ -12,10 +12,12 @@ Three iptables chains of our own (IPv4; the bridge has IPv6 off), named after th
 two checkouts never touch each other's rules:
 
 - ``K8SMPI-<o>-PRE`` (nat PREROUTING, from the bridge): the ``kubernetes`` Service address
-  (10.96.0.1:443) is DNATed to the loopback apiserver; ``route_localnet`` on the bridge only
-  lets such packets reach 127.0.0.1. There is no kube-proxy.
-- ``K8SMPI-<o>-IN`` (filter INPUT, from the bridge): pods reach the apiserver (DNATed), DNS on
-  the gateway and replies; nothing else of this machine.
+  (10.96.0.1:443) is DNATed to the loopback apiserver, and DNS to the gateway (port 53) to the
+  devcluster's CoreDNS on its loopback address; ``route_localnet`` on the bridge only lets such
+  packets reach 127.0.0.0/8. There is no kube-proxy, and no second CoreDNS (a listener of its
+  own on the bridge cost 58 MiB).
+- ``K8SMPI-<o>-IN`` (filter INPUT, from the bridge): pods reach the apiserver and CoreDNS
+  (DNATed) and get replies; nothing else of this machine.
 - ``K8SMPI-<o>-FWD`` (filter FORWARD): traffic between two ports of the bridge passes (with
   br_netfilter it is seen here); anything leaving or entering the pod range is dropped.
 
@@ -26,6 +28,8 @@ changed, so nothing else needs restoring.
 from __future__ import annotations
 
 import ipaddress
+import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,20 +117,24 @@ def _iptables(*args: str, check: bool = True) -> bool:
     return _run("iptables", "-w", "10", *args, check=check)
 
 
-def _rules(net: PodNetwork, apiserver_port: int) -> dict[tuple[str, str], list[list[str]]]:
+def _rules(
+    net: PodNetwork, apiserver_port: int, dns_address: str
+) -> dict[tuple[str, str], list[list[str]]]:
     """(table, chain) -> its rules, in order."""
     br, gw = net.bridge, net.gateway
     return {
         ("nat", net.chain("PRE")): [
             ["-d", f"{SERVICE_IP}/32", "-p", "tcp", "--dport", "443", "-j", "DNAT",
              "--to-destination", f"127.0.0.1:{apiserver_port}"],
+            *(["-d", f"{gw}/32", "-p", proto, "--dport", "53", "-j", "DNAT",
+               "--to-destination", f"{dns_address}:53"] for proto in ("udp", "tcp")),
         ],
         ("filter", net.chain("IN")): [
             ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
             ["-d", "127.0.0.1/32", "-p", "tcp", "--dport", str(apiserver_port),
              "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
-            ["-d", f"{gw}/32", "-p", "udp", "--dport", "53", "-j", "ACCEPT"],
-            ["-d", f"{gw}/32", "-p", "tcp", "--dport", "53", "-j", "ACCEPT"],
+            *(["-d", f"{dns_address}/32", "-p", proto, "--dport", "53",
+               "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"] for proto in ("udp", "tcp")),
             ["-j", "DROP"],
         ],
         ("filter", net.chain("FWD")): [
@@ -151,7 +159,7 @@ def _sysctl(path: str, value: str) -> None:
     Path("/proc/sys", path).write_text(f"{value}\n")
 
 
-def ensure(net: PodNetwork, nodes: int, apiserver_port: int) -> None:
+def ensure(net: PodNetwork, nodes: int, apiserver_port: int, dns_address: str) -> None:
     """The bridge with the nodes' addresses, and our chains, as they should be. Idempotent."""
     if not Path("/sys/class/net", net.bridge).exists():
         _run("ip", "link", "add", "name", net.bridge, "type", "bridge")
@@ -160,10 +168,18 @@ def ensure(net: PodNetwork, nodes: int, apiserver_port: int) -> None:
     # DNATed apiserver) accepted from it.
     _sysctl(f"net/ipv6/conf/{net.bridge}/disable_ipv6", "1")
     _sysctl(f"net/ipv4/conf/{net.bridge}/route_localnet", "1")
-    for index in range(nodes):
-        _run("ip", "addr", "replace", f"{net.node_ip(index)}/24", "dev", net.bridge)
+    wanted = {net.node_ip(index) for index in range(nodes)}
+    for address in wanted:
+        _run("ip", "addr", "replace", f"{address}/24", "dev", net.bridge)
+    listed = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show", "dev", net.bridge],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    for address in re.findall(r" inet ([0-9.]+)/", listed.stdout):
+        if address not in wanted:  # a node that is no longer wanted
+            _run("ip", "addr", "del", f"{address}/24", "dev", net.bridge)
     _run("ip", "link", "set", net.bridge, "up")
-    for (table, chain), rules in _rules(net, apiserver_port).items():
+    for (table, chain), rules in _rules(net, apiserver_port, dns_address).items():
         _iptables("-t", table, "-N", chain, check=False)
         _iptables("-t", table, "-F", chain)
         for rule in rules:
@@ -176,10 +192,12 @@ def ensure(net: PodNetwork, nodes: int, apiserver_port: int) -> None:
 
 def remove(net: PodNetwork) -> None:
     """Our jumps, chains and the bridge (its veths went with the pods' namespaces)."""
+    if shutil.which("iptables") is None:  # then up never ran here
+        return
     for table, builtin, match in _jumps(net):
         while _iptables("-t", table, "-D", builtin, *match, check=False):
             pass
-    for table, chain in _rules(net, 0):
+    for table, chain in _rules(net, 0, ""):
         if _iptables("-t", table, "-F", chain, check=False):
             _iptables("-t", table, "-X", chain)
     if Path("/sys/class/net", net.bridge).exists():

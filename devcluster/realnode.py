@@ -3,8 +3,8 @@
 Each node ``real-node-<i>`` is a kubelet (from the pinned kube module) talking CRI to a
 containerd of its own (the pinned containerd module, Debian's runc through
 ``/usr/sbin/runc``, cgroupfs, Debian's CNI plugins), with pod IPs on the checkout's bridge
-(:mod:`devcluster.podnet`) and images from :mod:`devcluster.nodeimages`. A CoreDNS listener on
-the bridge address forwards the pods' queries to the devcluster's CoreDNS. Facts behind each
+(:mod:`devcluster.podnet`, which also brings the pods' DNS queries and API calls to the
+devcluster's CoreDNS and apiserver) and images from :mod:`devcluster.nodeimages`. Facts behind each
 setting: ../shared/notes/real-node.md of the project (each was found by a failure).
 
 Where things live (``<o>`` = DEVCLUSTER_PORT_OFFSET):
@@ -34,20 +34,25 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devcluster import nodeimages, podnet, processes
 from devcluster.controlplane import kubectl
 from devcluster.layout import CLUSTER_DOMAIN, DevclusterError, Layout, Ports, log, write_atomic
 from devcluster.pki import _issue, kubeconfig_text
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NODE_PREFIX = "real-node-"
 LABEL = "k8smpi.dev/real-node"
@@ -56,8 +61,7 @@ TAINT = {"key": LABEL, "value": "true", "effect": "NoSchedule"}
 # real node (the seed talk's nodes have 4 each; kwok nodes keep that shape).
 EXTENDED_RESOURCES = {"nvidia.com/gpu": "16", "rdma/hca": "1k"}
 KUBELET_PORT = 12250  # + offset, on the node's own address
-DNS = "coredns.pods"
-DNS_READY_PORT = 8181  # on the bridge address (INPUT from pods is dropped there)
+CNI_PLUGINS = ("bridge", "host-local", "loopback")  # Debian's, in /usr/lib/cni
 # What the kubelet would write into /proc/sys (kubelet/cm's setupKernelTunables); it finds
 # these values already set in its mount namespace and writes nothing.
 KUBELET_SYSCTLS = {
@@ -68,7 +72,6 @@ KUBELET_SYSCTLS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
-CGROUP_FS = Path("/sys/fs/cgroup")
 
 
 def placement() -> dict[str, Any]:
@@ -89,10 +92,6 @@ def node_count(env: dict[str, str] | None = None) -> int:
     if not 0 <= count <= podnet.MAX_NODES:
         raise DevclusterError(f"DEVCLUSTER_REAL_NODES must be in 0..{podnet.MAX_NODES}")
     return count
-
-
-def offset_of(ports: Ports) -> int:
-    return ports.apiserver - Ports().apiserver
 
 
 def run_root(offset: int) -> Path:
@@ -150,17 +149,17 @@ class RealNode:
 
 
 def nodes(lay: Layout, ports: Ports, count: int) -> list[RealNode]:
-    return [RealNode(lay, offset_of(ports), i) for i in range(count)]
+    return [RealNode(lay, ports.offset, i) for i in range(count)]
 
 
 def _existing_nodes(lay: Layout, ports: Ports) -> list[RealNode]:
     """Every node this checkout may have started: by its config or its run folder."""
     found = {p.name for p in (lay.root / "realnode").glob(f"{NODE_PREFIX}*")}
-    found |= {p.name for p in run_root(offset_of(ports)).glob(f"{NODE_PREFIX}*")}
+    found |= {p.name for p in run_root(ports.offset).glob(f"{NODE_PREFIX}*")}
     indexes = sorted(
         int(n.removeprefix(NODE_PREFIX)) for n in found if n[len(NODE_PREFIX) :].isdigit()
     )
-    return [RealNode(lay, offset_of(ports), i) for i in indexes]
+    return [RealNode(lay, ports.offset, i) for i in indexes]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +202,8 @@ disabled_plugins = [
     restrict_oom_score_adj = true
     # Not the host's /var/run/netns.
     netns_mounts_under_state_dir = true
-    enable_cdi = false
+    # CDI specs (devices for containers) from an empty folder of ours, not /etc/cdi.
+    cdi_spec_dirs = ['{node.conf / "cdi"}']
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['/usr/lib/cni']
       conf_dir = '{node.conf / "cni"}'
@@ -311,18 +311,6 @@ def kubelet_argv(node: RealNode) -> list[str]:
         f"--node-labels={LABEL}=true",
         "--v=1",
     ]
-
-
-def dns_corefile(net: podnet.PodNetwork, upstream: str) -> str:
-    """The pods' DNS server on the bridge address: the devcluster's CoreDNS answers."""
-    return f"""\
-.:53 {{
-    bind {net.gateway}
-    errors
-    ready {net.gateway}:{DNS_READY_PORT}
-    forward . {upstream}
-}}
-"""
 
 
 def write_configs(node: RealNode, ports: Ports, pause_image: str) -> None:
@@ -460,16 +448,12 @@ def _unix_socket_ok(path: Path) -> bool:
         return s.connect_ex(str(path)) == 0
 
 
-def health_checks(lay: Layout, ports: Ports, count: int) -> dict[str, Any]:
-    checks: dict[str, Any] = {}
-    net = podnet.PodNetwork(offset_of(ports))
+def health_checks(lay: Layout, ports: Ports, count: int) -> dict[str, Callable[[], bool]]:
+    checks: dict[str, Callable[[], bool]] = {}
     for node in nodes(lay, ports, count):
-        checks[node.component("containerd")] = lambda n=node: _unix_socket_ok(n.socket)
-        checks[node.component("kubelet")] = lambda n=node: processes.https_ok(
-            lay, f"https://{n.ip}:{n.port}/healthz"
-        )
-    if count:
-        checks[DNS] = lambda: processes.http_ok(f"http://{net.gateway}:{DNS_READY_PORT}/ready")
+        checks[node.component("containerd")] = functools.partial(_unix_socket_ok, node.socket)
+        healthz = f"https://{node.ip}:{node.port}/healthz"
+        checks[node.component("kubelet")] = functools.partial(processes.https_ok, lay, healthz)
     return checks
 
 
@@ -477,7 +461,7 @@ def _exe(component: str) -> str:
     return component.split(".", 1)[0]
 
 
-def _wait(lay: Layout, check: Any, component: str, timeout: float) -> None:
+def _wait(lay: Layout, check: Callable[[], bool], component: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     logfile = lay.logs / f"{component}.log"
     while not check():
@@ -548,10 +532,26 @@ def _converge_node(lay: Layout, node: RealNode) -> None:
 # Up, down, status
 
 
+def _check_host() -> None:
+    """What a real node needs of this machine, each missing piece named in one line."""
+    if os.geteuid() != 0:
+        raise DevclusterError(
+            "a real node needs root (mounts, cgroups, a bridge): run as root, or set"
+            " DEVCLUSTER_REAL_NODES=0 for the kwok nodes only"
+        )
+    files = [Path("/usr/sbin/runc"), *(Path("/usr/lib/cni", p) for p in CNI_PLUGINS)]
+    missing = [str(p) for p in files if not p.exists()]
+    missing += [t for t in ("ip", "iptables", "unshare", "mount") if shutil.which(t) is None]
+    if missing:
+        raise DevclusterError(f"{', '.join(missing)} missing: run `make apt` (devcluster/apt.sh)")
+
+
 def up(lay: Layout, ports: Ports, count: int) -> dict[str, Any]:
     """``count`` real nodes Ready with the images imported (nodes of an earlier ``up`` beyond
     ``count`` removed). Returns what state.json records about them. Idempotent."""
     t0 = time.monotonic()
+    if count:
+        _check_host()
     extra = [n for n in _existing_nodes(lay, ports) if n.index >= count]
     if extra:
         _remove_nodes(lay, extra)
@@ -561,7 +561,7 @@ def up(lay: Layout, ports: Ports, count: int) -> dict[str, Any]:
         return {}
     wanted = nodes(lay, ports, count)
     net = wanted[0].net
-    podnet.ensure(net, count, ports.apiserver)
+    podnet.ensure(net, count, ports.apiserver, ports.dns_address)
     pause = nodeimages.pause_tag()
     started: list[str] = []
     for node in wanted:
@@ -573,15 +573,9 @@ def up(lay: Layout, ports: Ports, count: int) -> dict[str, Any]:
             argv = [str(lay.bin / "containerd"), "--config", str(node.conf / "containerd.toml")]
             processes.start(lay, name, argv)
             started.append(name)
-        _wait(lay, lambda n=node: _unix_socket_ok(n.socket), name, timeout=60)
+        _wait(lay, functools.partial(_unix_socket_ok, node.socket), name, timeout=60)
     images = nodeimages.ensure_images([n.ctr() for n in wanted])
-    write_atomic(lay.root / "realnode" / "Corefile", dns_corefile(net, ports.dns_address))
-    if processes.read_pid(lay, DNS, exe="coredns") is None:
-        argv = [str(lay.bin / "coredns"), "-conf", str(lay.root / "realnode" / "Corefile")]
-        processes.start(lay, DNS, argv)
-        started.append(DNS)
     checks = health_checks(lay, ports, count)
-    _wait(lay, checks[DNS], DNS, timeout=60)
     for node in wanted:
         name = node.component("kubelet")
         if processes.read_pid(lay, name, exe="kubelet") is None:
@@ -613,7 +607,7 @@ def _wait_exec(pid: int, exe: str, logfile: Path, timeout: float = 10.0) -> None
 
 
 def state(lay: Layout, ports: Ports, count: int, images: dict[str, str]) -> dict[str, Any]:
-    net = podnet.PodNetwork(offset_of(ports))
+    net = podnet.PodNetwork(ports.offset)
     return {
         "nodes": [
             {
@@ -687,8 +681,7 @@ def down(lay: Layout, ports: Ports) -> None:
     by cgroup), mounts, cgroups, the bridge and our iptables chains, the run folder. The Node
     objects and containerd's images stay for the next ``up``."""
     _down_nodes(lay, _existing_nodes(lay, ports))
-    processes.stop(lay, DNS, exe="coredns")
-    offset = offset_of(ports)
+    offset = ports.offset
     top = f"/k8smpi-{offset}"
     _kill_cgroup(top)
     _remove_cgroup(top)
@@ -711,8 +704,4 @@ def status_rows(lay: Layout, ports: Ports, count: int) -> list[tuple[str, bool, 
         shims = _cgroup_pids(f"{node.cgroup}/shims")
         rss = sum(processes.rss_kib(p) for p in shims)
         rows.append((f"shims.{node.name}", True, len(shims), rss))
-    if count:
-        pid = processes.read_pid(lay, DNS, exe="coredns")
-        ok = pid is not None and bool(checks[DNS]())
-        rows.append((DNS, ok, pid, processes.rss_kib(pid) if pid else 0))
     return rows

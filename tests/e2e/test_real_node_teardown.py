@@ -56,7 +56,7 @@ PODMAN = re.compile(r"libpod|buildah|podman|netavark|CNI-|cni-podman")
 
 
 def offset() -> int:
-    return realnode.offset_of(Ports.from_env())
+    return Ports.from_env().offset
 
 
 def foreign(entry: str) -> bool:

@@ -89,16 +89,23 @@ def test_cni_config_bridges_without_gateway_or_masquerade(tmp_path: Path) -> Non
 
 def test_pod_traffic_rules_stay_in_our_chains() -> None:
     net = podnet.PodNetwork(3)
-    rules = podnet._rules(net, 16446)
+    rules = podnet._rules(net, 16446, "127.0.83.4")
     assert set(rules) == {
         ("nat", "K8SMPI-3-PRE"),
         ("filter", "K8SMPI-3-IN"),
         ("filter", "K8SMPI-3-FWD"),
     }
-    (dnat,) = rules["nat", "K8SMPI-3-PRE"]
-    assert dnat[:2] == ["-d", f"{podnet.SERVICE_IP}/32"]
+    # The kubernetes Service to the apiserver; DNS on the gateway to the devcluster's CoreDNS.
+    api, udp, tcp = rules["nat", "K8SMPI-3-PRE"]
+    assert api[:2] == ["-d", f"{podnet.SERVICE_IP}/32"]
     assert podnet.SERVICE_IP == "10.96.0.1"
-    assert dnat[-2:] == ["--to-destination", "127.0.0.1:16446"]
+    assert api[-2:] == ["--to-destination", "127.0.0.1:16446"]
+    for dns, proto in ((udp, "udp"), (tcp, "tcp")):
+        assert dns[:6] == ["-d", "198.19.3.1/32", "-p", proto, "--dport", "53"]
+        assert dns[-2:] == ["--to-destination", "127.0.83.4:53"]
+    # Only what was DNATed (or answers) gets in.
+    for rule in rules["filter", "K8SMPI-3-IN"][1:-1]:
+        assert rule[-6:] == ["-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]
     # Last rule of each filter chain drops what the others did not let through.
     assert rules["filter", "K8SMPI-3-IN"][-1] == ["-j", "DROP"]
     assert rules["filter", "K8SMPI-3-FWD"] == [
@@ -211,3 +218,13 @@ def test_image_tags_are_predictable() -> None:
     assert set(tags) == {"cpu", "waiter", "example"}
     assert all(t.startswith("localhost/k8smpi/") for t in tags.values())
     assert tags["example"].split(":", 1)[1].startswith("cpu-")
+
+
+def test_the_offset_names_the_real_nodes_resources(tmp_path: Path) -> None:
+    ports = Ports.from_env({"DEVCLUSTER_PORT_OFFSET": "7"})
+    assert ports.offset == 7
+    (n,) = realnode.nodes(Layout(tmp_path), ports, 1)
+    assert (n.name, n.ip, n.port) == ("real-node-0", "198.19.7.1", realnode.KUBELET_PORT + 7)
+    assert n.cgroup == "/k8smpi-7/real-node-0"
+    assert n.run == Path("/run/k8smpi-7/real-node-0")
+    assert n.conf == tmp_path / "realnode" / "real-node-0"
