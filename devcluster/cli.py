@@ -14,7 +14,8 @@ Commands (``make devcluster`` / ``make devcluster-down`` call the first two):
 ``down``   stop every process ``up`` started, by the pids it recorded, and their process groups;
            remove what the real nodes set up on the host (mounts, cgroups, bridge, chains).
 ``status`` print each component and whether it runs; exit 1 if any does not.
-``restart NAME...``  stop those components, then ``up`` (e.g. an apiserver restart mid-test).
+``restart NAME...``  stop those components, then ``up`` (e.g. an apiserver restart mid-test, or
+           ``containerd.real-node-0`` after changing DEVCLUSTER_STREAM_IDLE_TIMEOUT).
 ``clean``  ``down`` and remove ``.devcluster/``.
 
 Everything listens on loopback only (the real nodes' kubelets on their bridge address). Exit
@@ -203,11 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return cmd_status(lay, ports, real_nodes)
         if args.command == "restart":
-            unknown = set(args.components) - set(COMPONENTS)
-            if unknown or not args.components:
-                parser.error(f"restart takes components from: {', '.join(COMPONENTS)}")
+            real = realnode.components(lay, ports, real_nodes)
+            known = [*COMPONENTS, *real]
+            if set(args.components) - set(known) or not args.components:
+                parser.error(f"restart takes components from: {', '.join(known)}")
             for name in args.components:
-                processes.stop(lay, name)
+                processes.stop(lay, name, exe=real.get(name))
             return cmd_up(lay, ports, args.nodes, real_nodes)
         return cmd_clean(lay, ports)
     except DevclusterError as e:

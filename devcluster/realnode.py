@@ -152,6 +152,15 @@ def nodes(lay: Layout, ports: Ports, count: int) -> list[RealNode]:
     return [RealNode(lay, ports.offset, i) for i in range(count)]
 
 
+def components(lay: Layout, ports: Ports, count: int) -> dict[str, str]:
+    """Each real-node process ``restart`` may name -> its executable."""
+    return {
+        node.component(exe): exe
+        for node in nodes(lay, ports, count)
+        for exe in ("containerd", "kubelet")
+    }
+
+
 def _existing_nodes(lay: Layout, ports: Ports) -> list[RealNode]:
     """Every node this checkout may have started: by its config or its run folder."""
     found = {p.name for p in (lay.root / "realnode").glob(f"{NODE_PREFIX}*")}
