@@ -8,8 +8,9 @@ A reader maps the modules to the components:
 - :mod:`devcluster.kwoknodes`: the simulated nodes (kwok) and their exec endpoint (podexec);
 - :mod:`devcluster.dns`: CoreDNS for pod names;
 - :mod:`devcluster.realnode`: the real nodes (kubelet + containerd + runc), with
-  :mod:`devcluster.podnet` (their bridge and iptables chains) and :mod:`devcluster.nodeimages`
-  (the pause image, and ``make images``' images put into containerd);
+  :mod:`devcluster.podnet` (their bridge and iptables chains), :mod:`devcluster.nodeimages`
+  (the pause image, and ``make images``' images put into containerd) and
+  :mod:`devcluster.hostfs` (their cgroups and mounts, made and swept);
 - :mod:`devcluster.cli`: ``python3 -m devcluster up|down|status|restart|clean``.
 
 And what the tests, the demo and the benchmarks share (they need the project's venv):

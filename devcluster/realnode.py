@@ -33,12 +33,10 @@ zeroes them only when it registers again, so ``up`` patches after every kubelet 
 from __future__ import annotations
 
 import calendar
-import contextlib
 import functools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -46,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devcluster import nodeimages, podnet, processes
+from devcluster import hostfs, nodeimages, podnet, processes
 from devcluster.controlplane import kubectl
 from devcluster.layout import CLUSTER_DOMAIN, DevclusterError, Layout, Ports, log, write_atomic
 from devcluster.pki import _issue, kubeconfig_text
@@ -348,106 +346,6 @@ def write_configs(node: RealNode, ports: Ports, pause_image: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Host resources: cgroups and mounts
-
-
-def _mountinfo() -> list[tuple[str, str]]:
-    """(mount point, filesystem type) of every mount, octal escapes decoded."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        sep = fields.index("-")
-        point = fields[4].encode().decode("unicode_escape")
-        out.append((point, fields[sep + 1]))
-    return out
-
-
-def _cgroup_hierarchies() -> list[Path]:
-    return [Path(p) for p, fstype in _mountinfo() if fstype in ("cgroup", "cgroup2")]
-
-
-def _ensure_cgroup(rel: str) -> None:
-    """``rel`` in every cgroup v1 hierarchy (the kubelet checks its cgroupRoot exists)."""
-    for hierarchy in _cgroup_hierarchies():
-        if (hierarchy / "cgroup.controllers").exists():
-            continue  # v2 (hybrid's unified): runc manages its part itself
-        path = hierarchy
-        for part in rel.strip("/").split("/"):
-            parent, path = path, path / part
-            path.mkdir(exist_ok=True)
-            # A new cpuset cgroup starts with no CPUs and no memory nodes: nothing can join.
-            for knob in ("cpuset.cpus", "cpuset.mems"):
-                if (path / knob).exists() and not (path / knob).read_text().strip():
-                    (path / knob).write_text((parent / knob).read_text())
-
-
-def _cgroup_pids(rel: str) -> set[int]:
-    pids: set[int] = set()
-    for hierarchy in _cgroup_hierarchies():
-        top = hierarchy / rel.strip("/")
-        for folder, _dirs, _files in os.walk(top):
-            with contextlib.suppress(OSError):
-                pids.update(int(p) for p in Path(folder, "cgroup.procs").read_text().split())
-    return pids
-
-
-def _kill_cgroup(rel: str, timeout: float = 15.0) -> int:
-    """SIGKILL every process in ``rel``'s subtree until none is left; how many were killed."""
-    killed: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while pids := _cgroup_pids(rel):
-        for pid in pids - killed:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        killed |= pids
-        if time.monotonic() > deadline:
-            raise DevclusterError(f"processes {sorted(pids)} in cgroup {rel} did not stop")
-        time.sleep(0.1)
-    return len(killed)
-
-
-def _remove_cgroup(rel: str) -> None:
-    for hierarchy in _cgroup_hierarchies():
-        top = hierarchy / rel.strip("/")
-        if not top.exists():
-            continue
-        for folder, _dirs, _files in os.walk(top, topdown=False):
-            with contextlib.suppress(FileNotFoundError):
-                Path(folder).rmdir()
-
-
-def _mounts_under(*tops: Path) -> list[str]:
-    prefixes = [str(t) for t in tops]
-    return [p for p, _ in _mountinfo() if any(p == t or p.startswith(t + "/") for t in prefixes)]
-
-
-def _unmount_all(*tops: Path) -> int:
-    """Unmount everything at or below ``tops``, deepest first; how many mounts."""
-    count = 0
-    for _round in range(10):
-        points = sorted(set(_mounts_under(*tops)), key=lambda p: p.count("/"), reverse=True)
-        if not points:
-            return count
-        for point in points:
-            done = subprocess.run(["umount", point], capture_output=True, check=False)
-            if done.returncode != 0:
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-            count += 1
-    left = _mounts_under(*tops)
-    if left:
-        raise DevclusterError(f"could not unmount {left[:3]}")
-    return count
-
-
-def _ensure_shared_mount(path: Path) -> None:
-    """``path`` bind-mounted on itself and shared, unless it already is."""
-    path.mkdir(parents=True, exist_ok=True)
-    if str(path) not in (p for p, _ in _mountinfo()):
-        subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
-        subprocess.run(["mount", "--make-shared", str(path)], check=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # Health
 
 
@@ -575,7 +473,7 @@ def up(lay: Layout, ports: Ports, count: int) -> dict[str, Any]:
     started: list[str] = []
     for node in wanted:
         write_configs(node, ports, pause)
-        _ensure_cgroup(f"{node.cgroup}/shims")
+        hostfs.ensure_cgroup(f"{node.cgroup}/shims")
         (node.run / "var-log").mkdir(parents=True, exist_ok=True)
         name = node.component("containerd")
         if processes.read_pid(lay, name, exe="containerd") is None:
@@ -588,7 +486,7 @@ def up(lay: Layout, ports: Ports, count: int) -> dict[str, Any]:
     for node in wanted:
         name = node.component("kubelet")
         if processes.read_pid(lay, name, exe="kubelet") is None:
-            _ensure_shared_mount(node.kubelet_root)
+            hostfs.ensure_shared_mount(node.kubelet_root)
             since = float(int(time.time()))
             pid = processes.start(lay, name, kubelet_argv(node))
             started.append(name)
@@ -668,9 +566,9 @@ def _down_nodes(lay: Layout, gone: list[RealNode]) -> None:
             _stop_tasks(node)
         processes.stop(lay, node.component("containerd"), exe="containerd")
     for node in gone:
-        killed = _kill_cgroup(node.cgroup)
-        unmounted = _unmount_all(node.run, node.conf)
-        _remove_cgroup(node.cgroup)
+        killed = hostfs.kill_cgroup(node.cgroup)
+        unmounted = hostfs.unmount_all(node.run, node.conf)
+        hostfs.remove_cgroup(node.cgroup)
         subprocess.run(["rm", "-rf", "--one-file-system", str(node.run)], check=True)
         if killed or unmounted:
             log(f"{node.name}: {killed} leftover processes killed, {unmounted} mounts removed")
@@ -692,10 +590,10 @@ def down(lay: Layout, ports: Ports) -> None:
     _down_nodes(lay, _existing_nodes(lay, ports))
     offset = ports.offset
     top = f"/k8smpi-{offset}"
-    _kill_cgroup(top)
-    _remove_cgroup(top)
+    hostfs.kill_cgroup(top)
+    hostfs.remove_cgroup(top)
     podnet.remove(podnet.PodNetwork(offset))
-    _unmount_all(run_root(offset))
+    hostfs.unmount_all(run_root(offset))
     subprocess.run(["rm", "-rf", "--one-file-system", str(run_root(offset))], check=True)
 
 
@@ -710,7 +608,7 @@ def status_rows(lay: Layout, ports: Ports, count: int) -> list[tuple[str, bool, 
             pid = processes.read_pid(lay, name, exe=exe)
             ok = pid is not None and bool(checks[name]())
             rows.append((name, ok, pid, processes.rss_kib(pid) if pid else 0))
-        shims = _cgroup_pids(f"{node.cgroup}/shims")
+        shims = hostfs.cgroup_pids(f"{node.cgroup}/shims")
         rss = sum(processes.rss_kib(p) for p in shims)
         rows.append((f"shims.{node.name}", True, len(shims), rss))
     return rows
