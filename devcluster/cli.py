@@ -144,8 +144,8 @@ def cmd_down(lay: Layout, ports: Ports) -> int:
 def cmd_status(lay: Layout, ports: Ports, real_nodes: int) -> int:
     """One line per component with its pid and resident memory; exit 1 if any is down.
 
-    The real nodes' rows follow: containerd and kubelet per node, its shims (pid: how many;
-    rss: all of them), the pods' DNS listener.
+    The real nodes' rows follow: containerd and kubelet per node, then its containerd shims
+    (pid: how many; rss: all of them together).
     """
     bad = 0
     total = 0
