@@ -25,16 +25,24 @@ class DevclusterError(Exception):
     """A known failure: printed as one line, exit 1."""
 
 
+OFFSET_LIMIT = 250
+"""``DEVCLUSTER_PORT_OFFSET`` is below this."""
+
+
 @dataclass(frozen=True)
 class Ports:
-    """Loopback endpoints. Non-default ports so a real cluster's components are not disturbed."""
+    """Loopback endpoints. Non-default ports so a real cluster's components are not disturbed.
+
+    The defaults lie at least :data:`OFFSET_LIMIT` apart, so that no offset moves one port onto
+    another checkout's (a unit test checks it, the real nodes' kubelet port included).
+    """
 
     etcd_client: int = 23790
-    etcd_peer: int = 23800
+    etcd_peer: int = 24040
     apiserver: int = 16443
     controller_manager: int = 10257
-    scheduler: int = 10259
-    kwok: int = 10247
+    scheduler: int = 10507
+    kwok: int = 10757
     # The simulated nodes' kubelet port (their status.daemonEndpoints): podexec.
     kubelet: int = 11250
     coredns_ready: int = 18181
@@ -51,8 +59,8 @@ class Ports:
             offset = int(raw)
         except ValueError:
             raise DevclusterError(f"DEVCLUSTER_PORT_OFFSET must be an integer: {raw!r}") from None
-        if not 0 <= offset < 250:
-            raise DevclusterError("DEVCLUSTER_PORT_OFFSET must be in 0..249")
+        if not 0 <= offset < OFFSET_LIMIT:
+            raise DevclusterError(f"DEVCLUSTER_PORT_OFFSET must be in 0..{OFFSET_LIMIT - 1}")
         base = cls()
         ports = {
             name: getattr(base, name) + offset

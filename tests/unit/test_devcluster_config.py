@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
 import yaml
 
-from devcluster import cli, kwoknodes
-from devcluster.layout import Layout, Ports
+from devcluster import cli, kwoknodes, realnode
+from devcluster.layout import OFFSET_LIMIT, Layout, Ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,3 +109,17 @@ def test_go_build_modules_pin_versions_env() -> None:
     assert len(staging) > 25
     minor = v["KUBE_VERSION"].split(".", 1)[1]
     assert {tag for _, tag in staging} == {f"v0.{minor}"}
+
+
+def test_no_offset_moves_a_port_onto_another_checkouts() -> None:
+    """Checkouts with different DEVCLUSTER_PORT_OFFSETs never share a port."""
+    base = Ports()
+    ports = {
+        name: getattr(base, name)
+        for name in base.__dataclass_fields__
+        if name not in ("dns_address", "offset")
+    }
+    ports["real node kubelet"] = realnode.KUBELET_PORT
+    spans = sorted((p, p + OFFSET_LIMIT, name) for name, p in ports.items())
+    for (_, end, name), (start, _, other) in itertools.pairwise(spans):
+        assert end <= start, f"{name} and {other}: offsets up to {OFFSET_LIMIT} overlap"
