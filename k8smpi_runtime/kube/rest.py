@@ -187,6 +187,35 @@ class Api:
         finally:
             conn.close()
 
+    def stream(
+        self, path: str, params: Mapping[str, str | int | bool] | None = None
+    ) -> Iterator[bytes]:
+        """A GET read as it arrives (a pod's log with ``follow=true``): chunks of bytes.
+
+        A connection of its own with no read timeout: a quiet log is not an error. It ends when
+        the server ends the answer; a failure status is raised as the matching ApiError.
+        """
+        url = self.url(path, params)
+        conn = self._new_connection(self.timeout)
+        try:
+            conn.request("GET", url, headers=self.headers({"Accept": "*/*"}))
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raw = resp.read()
+                raise api_error(resp.status, _decode(raw), raw.decode(errors="replace"))
+            logger.debug("stream %s", url)
+            if conn.sock is not None:
+                conn.sock.settimeout(None)
+            while True:
+                chunk = resp.read1(65536)
+                if not chunk:
+                    return
+                yield chunk
+        except (OSError, http.client.HTTPException) as e:
+            raise _transport_error(self.config.server, e) from e
+        finally:
+            conn.close()
+
 
 def _decode(raw: bytes) -> JSON | None:
     try:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import queue
     from collections.abc import Callable, Iterator, Mapping
 
-    from k8smpi_runtime.selection import Pod, Target
+    from k8smpi_runtime.selection import Pod
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,15 @@ class PodApi(Protocol):
         resource_version: str,
         timeout_seconds: int = 300,
     ) -> Iterator[dict[str, Any]]: ...
+
+
+class Listing(Protocol):
+    """What to list and watch: a collection path and its query (a selection's Target, or any
+    other collection, e.g. k8smpi-job's Job or JobSet by name)."""
+
+    def path(self) -> str: ...
+
+    def list_params(self) -> dict[str, str | int | bool]: ...
 
 
 # -- messages ----------------------------------------------------------------------------------
@@ -149,7 +158,7 @@ class PodWatch(threading.Thread):
     def __init__(
         self,
         api: PodApi,
-        target: Target,
+        target: Listing,
         out: queue.Queue[object],
         *,
         deadline: float,
