@@ -9,13 +9,14 @@ VPY := $(VENV)/bin/python
 DEVCLUSTER := $(PYTHON) -m devcluster
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup venv apt binaries mpi lint typecheck unit e2e test devcluster devcluster-down \
+.PHONY: help setup venv apt binaries addons mpi lint typecheck unit e2e test devcluster devcluster-down \
 	devcluster-clean devcluster-pin demo images
 
 help:
 	@echo "make test             setup + lint + type checks + unit + e2e (starts the devcluster)"
 	@echo "make demo             a batch script calling plain mpirun, run on the devcluster (Open MPI 4.1 and 5)"
 	@echo "make devcluster       start (or reuse) the local control plane; prints export KUBECONFIG=..."
+	@echo "                      WITH=jobset,kueue also runs JobSet and Kueue beside it"
 	@echo "make devcluster-down  stop everything the devcluster started"
 	@echo "make images           build the CPU, waiter and example images (podman or Docker)"
 
@@ -33,11 +34,16 @@ apt:
 binaries:
 	bash devcluster/build.sh >/dev/null
 
+# JobSet and Kueue (k8smpi-job's JobSet shape and gang admission); started only when asked:
+# `make devcluster WITH=jobset,kueue`, or by the e2e tests that need them.
+addons:
+	bash devcluster/build-addons.sh >/dev/null
+
 mpi: apt
 	bash devcluster/mpi/install.sh >/dev/null
 
 # images: the real node runs them (`devcluster up` imports them into its containerd).
-setup: apt venv binaries mpi images
+setup: apt venv binaries addons mpi images
 
 # --- checks ---------------------------------------------------------------------------------
 lint: venv
@@ -60,7 +66,7 @@ test: setup lint typecheck
 
 # --- devcluster -----------------------------------------------------------------------------
 devcluster: apt binaries images
-	@$(DEVCLUSTER) up
+	@$(DEVCLUSTER) up $(if $(WITH),--with $(WITH))
 
 devcluster-down:
 	@$(DEVCLUSTER) down

@@ -11,6 +11,7 @@ Commands (``make devcluster`` / ``make devcluster-down`` call the first two):
 
 ``up``     build if needed, start what is not running, wait until healthy, write
            ``.devcluster/kubeconfig`` and print ``export KUBECONFIG=...``. Idempotent.
+           ``--with jobset,kueue`` also runs those controllers (:mod:`devcluster.addons`).
 ``down``   stop every process ``up`` started, by the pids it recorded, and their process groups;
            remove what the real nodes set up on the host (mounts, cgroups, bridge, chains).
 ``status`` print each component and whether it runs; exit 1 if any does not.
@@ -33,7 +34,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from devcluster import controlplane, dns, kwoknodes, processes, realnode
+from devcluster import addons, controlplane, dns, kwoknodes, processes, realnode
 from devcluster.layout import (
     CLUSTER_DOMAIN,
     EXIT_FAILED,
@@ -88,7 +89,9 @@ def wait_healthy(lay: Layout, check: Callable[[], bool], name: str, timeout: flo
     )
 
 
-def cmd_up(lay: Layout, ports: Ports, nodes: int, real_nodes: int) -> int:
+def cmd_up(
+    lay: Layout, ports: Ports, nodes: int, real_nodes: int, with_: tuple[str, ...] = ()
+) -> int:
     t0 = time.monotonic()
     bin_dir = controlplane.build_binaries()
     lay.root.mkdir(parents=True, exist_ok=True)
@@ -130,11 +133,20 @@ def cmd_up(lay: Layout, ports: Ports, nodes: int, real_nodes: int) -> int:
     write_atomic(lay.root / "state.json", json.dumps(state, indent=2) + "\n")
     what = f"started {', '.join(started)}" if started else "already running"
     log(f"healthy in {time.monotonic() - t0:.1f}s ({what}; {nodes} nodes, {real_nodes} real)")
+    addons.up(
+        lay,
+        offset=ports.offset,
+        server=str(state["server"]),
+        nodes=nodes,
+        resources=kwoknodes.NODE_RESOURCES,
+        names=with_,
+    )
     print(f"export KUBECONFIG={lay.kubeconfig}")
     return EXIT_OK
 
 
 def cmd_down(lay: Layout, ports: Ports) -> int:
+    addons.down(lay)
     realnode.down(lay, ports)
     for name in reversed(COMPONENTS):
         processes.stop(lay, name)
@@ -155,7 +167,12 @@ def cmd_status(lay: Layout, ports: Ports, real_nodes: int) -> int:
         for name in COMPONENTS
         for pid in [processes.read_pid(lay, name)]
     ]
-    for name, ok, pid, rss in [*rows, *realnode.status_rows(lay, ports, real_nodes)]:
+    # JobSet and Kueue when they were started (not running then is not a failure of the cluster).
+    optional = [
+        (name, pid is not None, pid, processes.rss_kib(pid) if pid else 0)
+        for name, pid in addons.started(lay)
+    ]
+    for name, ok, pid, rss in [*rows, *realnode.status_rows(lay, ports, real_nodes), *optional]:
         bad += not ok
         total += rss
         state = "running" if ok else "down"
@@ -177,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "restart", "clean"])
     parser.add_argument("components", nargs="*", help="with restart: which components")
     parser.add_argument(
+        "--with",
+        dest="with_",
+        default=os.environ.get("DEVCLUSTER_WITH", ""),
+        metavar="NAMES",
+        help="with up/restart: also run these optional controllers, comma-separated: "
+        "jobset, kueue (default $DEVCLUSTER_WITH)",
+    )
+    parser.add_argument(
         "--nodes",
         type=int,
         default=int(os.environ.get("DEVCLUSTER_NODES", "4")),
@@ -197,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         real_nodes = realnode.node_count(
             None if args.real_nodes is None else {"DEVCLUSTER_REAL_NODES": str(args.real_nodes)}
         )
+        with_ = tuple(n.strip() for n in args.with_.split(",") if n.strip())
         if args.command == "up":
-            return cmd_up(lay, ports, args.nodes, real_nodes)
+            return cmd_up(lay, ports, args.nodes, real_nodes, with_)
         if args.command == "down":
             return cmd_down(lay, ports)
         if args.command == "status":
@@ -210,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"restart takes components from: {', '.join(known)}")
             for name in args.components:
                 processes.stop(lay, name, exe=real.get(name))
-            return cmd_up(lay, ports, args.nodes, real_nodes)
+            return cmd_up(lay, ports, args.nodes, real_nodes, with_)
         return cmd_clean(lay, ports)
     except DevclusterError as e:
         print(f"devcluster: error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from devcluster import processes
+from devcluster import kwokstages, processes
 from devcluster.controlplane import kubectl
 from devcluster.layout import CLUSTER_DOMAIN, KWOK_POD_CIDR, DevclusterError, log, write_atomic
 
@@ -189,7 +189,8 @@ spec:
 def write_configs(lay: Layout, ports: Ports) -> None:
     write_atomic(
         lay.root / "kwok.yaml",
-        KWOK_CONFIG.format(pod_cidr=KWOK_POD_CIDR, kubelet_port=ports.kubelet),
+        KWOK_CONFIG.format(pod_cidr=KWOK_POD_CIDR, kubelet_port=ports.kubelet)
+        + kwokstages.COMPLETE_ON_REQUEST,
     )
 
 

@@ -14,6 +14,8 @@ cd "$here/gobuild/etcd" && go mod edit -require="go.etcd.io/etcd/server/v3@v$ETC
 cd "$here/gobuild/kwok" && go mod edit -require="sigs.k8s.io/kwok@v$KWOK_VERSION" && go mod tidy
 cd "$here/gobuild/coredns" && go mod edit -require="github.com/coredns/coredns@v$COREDNS_VERSION" && go mod tidy
 cd "$here/gobuild/containerd" && go mod edit -require="github.com/containerd/containerd/v2@v$CONTAINERD_VERSION" && go mod tidy
+cd "$here/gobuild/jobset" && go mod edit -require="sigs.k8s.io/jobset@v$JOBSET_VERSION" && go mod tidy
+cd "$here/gobuild/kueue" && go mod edit -require="sigs.k8s.io/kueue@v$KUEUE_VERSION" && go mod tidy
 cd "$here/gobuild/podexec" && go mod edit -require="k8s.io/api@v0.$minor" \
   -require="k8s.io/cri-streaming@v0.$minor" && go mod tidy
-echo "pinned: kubernetes $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, coredns $COREDNS_VERSION, containerd $CONTAINERD_VERSION"
+echo "pinned: kubernetes $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, coredns $COREDNS_VERSION, containerd $CONTAINERD_VERSION, jobset $JOBSET_VERSION, kueue $KUEUE_VERSION"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from devcluster import cli, kwoknodes, realnode
+from devcluster import addons, cli, kwoknodes, realnode
 from devcluster.layout import OFFSET_LIMIT, Layout, Ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +45,9 @@ def test_generated_configs_parse(tmp_path: Path) -> None:
     cli.write_configs(lay, Ports())
     docs = list(yaml.safe_load_all((tmp_path / "kwok.yaml").read_text()))
     kinds = [d["kind"] for d in docs]
-    assert kinds == ["KwokConfiguration", "Stage", "Stage", "Stage"]
+    assert kinds == ["KwokConfiguration", "Stage", "Stage", "Stage", "Stage"]
+    # The opt-in stage that ends a pod on request (kwokstages.py) comes last.
+    assert docs[-1]["metadata"]["name"] == "pod-complete-on-request"
     # Nodes advertise podexec's port as their kubelet's; kwok's own exec handler is off.
     assert docs[0]["options"]["nodePort"] == Ports().kubelet
     assert docs[0]["options"]["enableDebuggingHandlers"] is False
@@ -53,6 +55,7 @@ def test_generated_configs_parse(tmp_path: Path) -> None:
         "node-initialize",
         "pod-ready",
         "pod-delete",
+        "pod-complete-on-request",
     }
     policy = yaml.safe_load((tmp_path / "audit-policy.yaml").read_text())
     assert "pods/exec" in policy["rules"][0]["resources"][0]["resources"]
@@ -84,14 +87,22 @@ def test_go_build_modules_pin_versions_env() -> None:
         "kwok": ("sigs.k8s.io/kwok", v["KWOK_VERSION"]),
         "coredns": ("github.com/coredns/coredns", v["COREDNS_VERSION"]),
         "containerd": ("github.com/containerd/containerd/v2", v["CONTAINERD_VERSION"]),
+        "jobset": ("sigs.k8s.io/jobset", v["JOBSET_VERSION"]),
+        "kueue": ("sigs.k8s.io/kueue", v["KUEUE_VERSION"]),
     }
     for folder, (module, version) in pins.items():
         gomod = (REPO / "devcluster/gobuild" / folder / "go.mod").read_text()
         assert f"\nrequire {module} v{version}\n" in gomod, folder
-    # build.sh checks the same pins, and its cache folder changes with every version it builds.
+    # build.sh (build-addons.sh for JobSet and Kueue) checks the same pins, and its cache folder
+    # changes with every version it builds.
     build = (REPO / "devcluster/build.sh").read_text()
+    addons_build = (REPO / "devcluster/build-addons.sh").read_text()
     for folder, (module, _) in pins.items():
-        assert f"check_pin {folder} {module} " in build
+        assert f"check_pin {folder} {module} " in build + addons_build
+    addons_stamp = re.search(r'^stamp="(.*)"$', addons_build, re.M)
+    assert addons_stamp is not None
+    assert "${JOBSET_VERSION}" in addons_stamp.group(1)
+    assert "${KUEUE_VERSION}" in addons_stamp.group(1)
     stamp = re.search(r'^stamp="(.*)"$', build, re.M)
     assert stamp is not None
     for key in ("KUBE", "ETCD", "KWOK", "COREDNS", "CONTAINERD"):
@@ -109,6 +120,9 @@ def test_go_build_modules_pin_versions_env() -> None:
     assert len(staging) > 25
     minor = v["KUBE_VERSION"].split(".", 1)[1]
     assert {tag for _, tag in staging} == {f"v0.{minor}"}
+    # Kueue is built against a JobSet API; the JobSet controller served beside it is that one.
+    kueue_sum = (REPO / "devcluster/gobuild/kueue/go.mod").read_text()
+    assert f"\tsigs.k8s.io/jobset v{v['JOBSET_VERSION']} // indirect\n" in kueue_sum
 
 
 def test_no_offset_moves_a_port_onto_another_checkouts() -> None:
@@ -120,6 +134,8 @@ def test_no_offset_moves_a_port_onto_another_checkouts() -> None:
         if name not in ("dns_address", "offset")
     }
     ports["real node kubelet"] = realnode.KUBELET_PORT
+    for (addon, role), port in addons.PORT_BASES.items():
+        ports[f"{addon} {role}"] = port
     spans = sorted((p, p + OFFSET_LIMIT, name) for name, p in ports.items())
     for (_, end, name), (start, _, other) in itertools.pairwise(spans):
         assert end <= start, f"{name} and {other}: offsets up to {OFFSET_LIMIT} overlap"
