@@ -125,6 +125,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--count", type=int, metavar="N", help="expected number of pods (overrides the default)"
     )
+    add_connection_arguments(parser)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--namespace``, ``--kubeconfig``, ``--context``: how every tool reaches the cluster."""
     conn = parser.add_argument_group("cluster access")
     conn.add_argument(
         "-n",

@@ -9,17 +9,14 @@ stderr.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from k8smpi_runtime import __version__
+from k8smpi_runtime import __version__, clitool, selection
 from k8smpi_runtime.errors import (
     ConfigError,
     ForbiddenError,
-    K8smpiError,
     NotFoundError,
     UnauthorizedError,
 )
@@ -28,9 +25,9 @@ from k8smpi_runtime.job.applying import JobExists, NoSuchJob
 
 if TYPE_CHECKING:
     from k8smpi_runtime.job.spec import JobSpec
+    from k8smpi_runtime.kube.rest import Api
 
 PROG = "k8smpi-job"
-logger = logging.getLogger(PROG)
 
 DESCRIPTION = """\
 One MPI job from a batch script and an image: render its manifests, submit it and follow it to
@@ -53,10 +50,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("cluster")
-    group.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
-    group.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, ~/.kube/config")
-    group.add_argument("--context", help="kubeconfig context")
+    selection.add_connection_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log, tracebacks")
 
 
@@ -276,16 +270,12 @@ def job_spec(args: argparse.Namespace) -> JobSpec:
 # -- running -----------------------------------------------------------------------------------
 
 
-def connect(args: argparse.Namespace, namespace: str | None = None) -> Any:
-    """The REST client and the namespace to act in."""
-    import dataclasses  # noqa: PLC0415
-
-    from k8smpi_runtime.kube import config, rest  # noqa: PLC0415
-
-    cfg = config.load(kubeconfig=args.kubeconfig, context=args.context, namespace=namespace)
-    ns = namespace or args.namespace or config.in_cluster_namespace() or cfg.namespace
-    cfg = dataclasses.replace(cfg, namespace=ns)
-    return rest.Api(cfg), ns
+def connect(args: argparse.Namespace, namespace: str | None = None) -> tuple[Api, str]:
+    """The REST client and the namespace to act in (``namespace``, else the options')."""
+    if namespace:
+        args.namespace = namespace
+    api = selection.connect(args)
+    return api, api.config.namespace
 
 
 def run(args: argparse.Namespace) -> int:
@@ -342,47 +332,17 @@ def exit_status(error: BaseException) -> int:
     return exitcodes.API
 
 
-_handler: logging.Handler | None = None
-
-
-def _configure_logging(*, verbose: bool) -> None:
-    global _handler  # noqa: PLW0603 - one handler per process, replaced on each main()
-    if _handler is not None:
-        for name in (PROG, "k8smpi_runtime"):
-            logging.getLogger(name).removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    for name in (PROG, "k8smpi_runtime"):
-        log = logging.getLogger(name)
-        log.addHandler(_handler)
-        log.setLevel(logging.DEBUG if verbose else logging.WARNING)
-        log.propagate = False
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run k8smpi-job with ``argv`` (default ``sys.argv[1:]``); the exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --version, usage errors (argparse printed them)
-        return e.code if isinstance(e.code, int) else exitcodes.USAGE
-    _configure_logging(verbose=args.verbose)
-    try:
-        return run(args)
-    except K8smpiError as e:
-        logger.debug("failed", exc_info=True)
-        message = str(e)
-        if isinstance(e, UnauthorizedError | ForbiddenError):
-            message = f"API access denied: {e}"
-        sys.stderr.write(f"{PROG}: {message}\n")
-        return exit_status(e)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"\n{PROG}: interrupted\n")
-        return exitcodes.INTERRUPTED
-    except BrokenPipeError:
-        # `render | head`: the reader left; nothing more to say.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return exitcodes.OK
+    return clitool.run_main(
+        PROG,
+        build_parser(),
+        argv,
+        run,
+        exit_status,
+        usage=exitcodes.USAGE,
+        interrupted=exitcodes.INTERRUPTED,
+    )
 
 
 def console_main() -> None:

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, NoReturn
 
-from k8smpi_runtime import __version__, hosts, selection
+from k8smpi_runtime import __version__, clitool, hosts, selection
 from k8smpi_runtime.errors import (
     ApiError,
     ConfigError,
@@ -486,45 +486,17 @@ def exit_status(error: BaseException) -> int:
     return exitcodes.API
 
 
-_handler: logging.Handler | None = None
-
-
-def _configure_logging(*, verbose: bool) -> None:
-    """Debug lines of this tool and the package to stderr with -v; warnings otherwise."""
-    global _handler  # noqa: PLW0603 - one handler per process, replaced on each main()
-    for name in (PROG, "k8smpi_runtime"):
-        log = logging.getLogger(name)
-        if _handler is not None:
-            log.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    for name in (PROG, "k8smpi_runtime"):
-        log = logging.getLogger(name)
-        log.addHandler(_handler)
-        log.setLevel(logging.DEBUG if verbose else logging.WARNING)
-        log.propagate = False
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run k8s-waitfor with ``argv`` (default ``sys.argv[1:]``); the exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --version, usage errors (argparse printed them)
-        return e.code if isinstance(e.code, int) else exitcodes.USAGE
-    _configure_logging(verbose=args.verbose)
-    try:
-        return run(args)
-    except K8smpiError as e:
-        logger.debug("failed", exc_info=True)
-        message = str(e)
-        if isinstance(e, UnauthorizedError | ForbiddenError):
-            message = f"API access denied: {e}"
-        sys.stderr.write(f"{PROG}: {message}\n")
-        return exit_status(e)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"\n{PROG}: interrupted\n")
-        return exitcodes.INTERRUPTED
+    return clitool.run_main(
+        PROG,
+        build_parser(),
+        argv,
+        run,
+        exit_status,
+        usage=exitcodes.USAGE,
+        interrupted=exitcodes.INTERRUPTED,
+    )
 
 
 def console_main() -> NoReturn:
