@@ -106,10 +106,14 @@ class Variant:
     cache_stage: str | None = None
     # The example image is FROM another variant: these ARGs get that variant's tags.
     parent_args: tuple[str, str] | None = None
+    # Another variant's Dockerfile with some ARGs preset (base-pypi: images/base with CUDA from
+    # PyPI). Presets act as the variant's own defaults: they are not hashed into the tag.
+    directory: str | None = None
+    preset: tuple[tuple[str, str], ...] = ()
 
     @property
     def dockerfile(self) -> Path:
-        return REPO / "images" / self.name / "Dockerfile"
+        return REPO / "images" / (self.directory or self.name) / "Dockerfile"
 
 
 VARIANTS: dict[str, Variant] = {
@@ -129,6 +133,32 @@ VARIANTS: dict[str, Variant] = {
             ),
             devel_stage="devel",
             cache_stage="tools",
+        ),
+        Variant(
+            "base-pypi",
+            "images/base with CUDA from PyPI on Debian, UCX and Open MPI from Debian's sources"
+            " (builds here; no gdrcopy)",
+            (
+                TagPart("CUDA_VERSION", "cuda"),
+                TagPart("OS"),
+                TagPart("OFED_FLAVOR"),
+                TagPart("UCX_VERSION", "ucx"),
+                TagPart("GDRCOPY_VERSION", "gdrcopy"),
+                TagPart("OMPI_VERSION", "ompi"),
+            ),
+            devel_stage="devel",
+            cache_stage="tools",
+            directory="base",
+            # Debian bookworm: the CPU image's rootfs and versions (UCX 1.13.1, Open MPI 4.1.4,
+            # rdma-core 44), rebuilt CUDA-aware. gdrcopy has no Debian source package.
+            preset=(
+                ("CUDA_SOURCE", "pypi"),
+                ("OS", "bookworm"),
+                ("SOURCES", "debian"),
+                ("UCX_VERSION", "1.13.1"),
+                ("OMPI_VERSION", "4.1.4"),
+                ("GDRCOPY_VERSION", ""),
+            ),
         ),
         Variant(
             "cpu",
@@ -168,7 +198,7 @@ class Build:
 
     @property
     def dockerfile(self) -> str:
-        return f"images/{self.variant}/Dockerfile"
+        return VARIANTS[self.variant].dockerfile.relative_to(REPO).as_posix()
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -207,20 +237,44 @@ def substitute(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m.group(1) or m.group(2), ""), text)
 
 
-def from_images(path: Path, buildargs: dict[str, str]) -> list[str]:
-    """The external images a Dockerfile starts FROM, with ARGs applied (stages excluded)."""
-    values = {**dockerfile_args(path), **buildargs}
-    stages: set[str] = set()
-    images: list[str] = []
+def _stages(path: Path, values: dict[str, str]) -> list[tuple[str, str, set[str]]]:
+    """Each stage as (name, FROM reference with ARGs applied, stages it copies from)."""
+    stages: list[tuple[str, str, set[str]]] = []
     for line in _logical_lines(path.read_text()):
         words = line.split()
-        if words[0].upper() != "FROM":
+        kind = words[0].upper()
+        if kind == "FROM":
+            words = [w for w in words[1:] if not w.startswith("--")]
+            has_name = len(words) >= 3 and words[1].upper() == "AS"
+            name = words[2].lower() if has_name else str(len(stages))
+            stages.append((name, substitute(words[0], values), set()))
+        elif kind in ("COPY", "RUN") and stages:
+            for m in re.finditer(r"--(?:from|mount=[^ ]*\bfrom)=([^ ,]+)", line):
+                stages[-1][2].add(substitute(m.group(1), values).lower())
+    return stages
+
+
+def from_images(path: Path, buildargs: dict[str, str]) -> list[str]:
+    """The external images a build of the last stage needs, ARGs applied, in file order.
+
+    Only stages the last stage reaches (its FROM chain and COPY --from) count, as BuildKit and
+    buildah skip the others: images/base picks its CUDA source by stage name
+    (``FROM ${CUDA_SOURCE}-devel``), so the other source's images are never needed.
+    """
+    stages = _stages(path, {**dockerfile_args(path), **buildargs})
+    by_name = {name: (ref, copies) for name, ref, copies in stages}
+    wanted: set[str] = set()
+    todo = [stages[-1][0]] if stages else []
+    while todo:
+        name = todo.pop()
+        if name in wanted or name not in by_name:
             continue
-        words = [w for w in words[1:] if not w.startswith("--")]
-        ref = substitute(words[0], values)
-        if len(words) >= 3 and words[1].upper() == "AS":
-            stages.add(words[2].lower())
-        if ref.lower() not in stages and ref not in images:
+        wanted.add(name)
+        ref, copies = by_name[name]
+        todo += [ref.lower(), *copies]
+    images: list[str] = []
+    for name, ref, _ in stages:
+        if name in wanted and ref.lower() not in by_name and ref not in images:
             images.append(ref)
     return images
 
@@ -271,7 +325,7 @@ def plan(
         raise ToolError(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
     if example_from not in VARIANTS or VARIANTS[example_from].devel_stage is None:
         raise ToolError(f"--example-from must be a variant with a devel stage, not {example_from}")
-    declared = {n: dockerfile_args(VARIANTS[n].dockerfile) for n in VARIANTS}
+    declared = {n: {**dockerfile_args(v.dockerfile), **dict(v.preset)} for n, v in VARIANTS.items()}
     selected = list(dict.fromkeys(names))
     if "example" in selected and example_from not in selected:
         selected.insert(selected.index("example"), example_from)
@@ -308,7 +362,8 @@ def plan(
             wants_devel = devel or (name == example_from and "example" in selected)
             devel_tag = f"{tag}-devel" if wants_devel and variant.devel_stage else None
             cache_tag = f"{tag}-{variant.cache_stage}" if variant.cache_stage else None
-            build = Build(name, tag, {**overrides, **tool_args}, devel_tag, cache_tag)
+            args = {**dict(variant.preset), **overrides, **tool_args}
+            build = Build(name, tag, args, devel_tag, cache_tag)
             builds.append(build)
             by_variant.setdefault(name, []).append(build)
     return builds
@@ -895,7 +950,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("variants", nargs="*", default=["cpu", "waiter"], help="default: cpu waiter")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="ARG=V1[,V2]",
                    help="build ARG values; several values build a matrix (repeatable)")  # fmt: skip
-    p.add_argument("--example-from", default="base", choices=["base", "cpu"],
+    p.add_argument("--example-from", default="base", choices=["base", "base-pypi", "cpu"],
                    help="the variant the example image is FROM (default: base)")  # fmt: skip
     p.add_argument("--repository", default=DEFAULT_REPOSITORY,
                    help=f"image name prefix (default: {DEFAULT_REPOSITORY})")  # fmt: skip

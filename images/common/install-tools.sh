@@ -25,11 +25,8 @@ trap 'rm -rf "$work"' EXIT
 pip=("$venv/bin/pip" --disable-pip-version-check --quiet)
 
 # Extra CAs for pip behind a TLS-intercepting proxy (see build-ca.crt), for this script only.
-build_ca=/usr/local/lib/k8smpi/build-ca.crt
-if [ -f "$build_ca" ] && grep -q "BEGIN CERTIFICATE" "$build_ca"; then
-  cat /etc/ssl/certs/ca-certificates.crt "$build_ca" >"$work/ca.pem"
-  export PIP_CERT="$work/ca.pem"
-fi
+# shellcheck source=images/common/pip-ca.sh
+. /usr/local/lib/k8smpi/pip-ca.sh
 
 case "$mode" in
   deps)

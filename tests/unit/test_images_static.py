@@ -1,8 +1,9 @@
 """Static checks of images/*/Dockerfile: hadolint, and rules over the parsed files.
 
-The GPU base (images/base) cannot be built on the project's machines (NVIDIA's, Open MPI's and
-GitHub's download hosts are unreachable), so these checks are all it gets here; the CPU and
-waiter images are also built and run by tests/e2e/test_images_build.py.
+The GPU base (images/base) with NVIDIA's CUDA images cannot be built on the project's machines
+(NVIDIA's, Open MPI's and GitHub's download hosts are unreachable), so these checks are all that
+source gets here; its CUDA_SOURCE=pypi build (``python -m images.build base-pypi``) and the CPU
+and waiter images are built by the e2e tier.
 
 Rules: every version is an ARG (no version literal outside ARG lines, every FROM parametrized,
 versioned ARGs have defaults); nothing says ``latest``; the stage every image ships (the last,
@@ -311,9 +312,21 @@ def test_runtime_copies_only_install_trees_from_devel() -> None:
 # --- labels and versions.json -----------------------------------------------------------------
 
 
+def _stage_labels(stage: Stage) -> set[str]:
+    return {w.split("=", 1)[0] for v in stage.of("LABEL") for w in shlex.split(v)}
+
+
 def test_required_labels_come_from_the_args(parsed: Parsed) -> None:
     variant = parsed.path.parent.name
     missing = COMMON_LABELS - parsed.labels.keys()
+    if variant == "base":
+        # The base image's name depends on the CUDA source: each <source>-runtime stage (the
+        # final stage's parent, by name) labels it, and the final stage inherits that label.
+        sources = [s for s in parsed.stages if s.name.endswith("-runtime")]
+        assert [s.name for s in sources] == ["nvidia-runtime", "pypi-runtime"]
+        for stage in sources:
+            assert "org.opencontainers.image.base.name" in _stage_labels(stage), stage.name
+        missing -= {"org.opencontainers.image.base.name"}
     assert not missing, f"{variant}: labels missing {sorted(missing)}"
     assert parsed.labels["dev.k8smpi.variant"] == variant
     for label, arg in VERSION_LABELS[variant].items():
@@ -340,7 +353,8 @@ def test_base_refuses_to_build_without_cuda() -> None:
     p = parse("base")
     devel_runs = "\n".join(p.stage("devel").of("RUN"))
     # UCX with CUDA and gdrcopy; Open MPI CUDA-aware on UCX (5.0 needs the stub libdir).
-    assert "--with-cuda=/usr/local/cuda --with-gdrcopy=/opt/gdrcopy" in devel_runs
+    assert "--with-cuda=/usr/local/cuda ${with_gdrcopy}" in devel_runs
+    assert 'with_gdrcopy="--with-gdrcopy=/opt/gdrcopy"' in devel_runs
     assert "--with-cuda=/usr/local/cuda --with-ucx=/opt/ucx" in devel_runs
     assert "--with-cuda-libdir=/usr/local/cuda/lib64/stubs" in devel_runs
     # The build fails unless ompi_info and ucx_info report CUDA.
@@ -348,8 +362,11 @@ def test_base_refuses_to_build_without_cuda() -> None:
     assert 'grep -q -- "--with-cuda=/usr/local/cuda" /tmp/ucx_info.txt' in devel_runs
     assert "libuct_cuda_gdrcopy.so" in devel_runs
     record = next(r for r in p.stages[-1].of("RUN") if "record-versions.py" in r)
-    for expect in ("openmpi.cuda=true", "ucx.cuda=true", "ucx.gdrcopy=true"):
+    for expect in ("openmpi.cuda=true", "ucx.cuda=true", "cuda=${CUDA_VERSION}"):
         assert f'--expect "{expect}"' in record
+    # gdrcopy is checked when built (GDRCOPY_VERSION set), and its absence otherwise.
+    assert '--expect "ucx.gdrcopy=${gdrcopy}"' in record
+    assert 'case "${GDRCOPY_VERSION}" in "") gdrcopy=false ;; *) gdrcopy=true ;; esac' in record
 
 
 def test_base_ofed_flavours_match_the_repo_script() -> None:
@@ -363,9 +380,13 @@ def test_base_ofed_flavours_match_the_repo_script() -> None:
 
 SHAPES = {
     "base": [
-        ("devel", "${CUDA_IMAGE}:${CUDA_VERSION}-devel-${OS}"),
-        ("tools", "${CUDA_IMAGE}:${CUDA_VERSION}-runtime-${OS}"),
-        ("runtime", "${CUDA_IMAGE}:${CUDA_VERSION}-runtime-${OS}"),
+        ("nvidia-devel", "${CUDA_IMAGE}:${CUDA_VERSION}-devel-${OS}"),
+        ("nvidia-runtime", "${CUDA_IMAGE}:${CUDA_VERSION}-runtime-${OS}"),
+        ("pypi-devel", "${DEBIAN_IMAGE}:${OS}"),
+        ("pypi-runtime", "${DEBIAN_IMAGE}:${OS}"),
+        ("devel", "${CUDA_SOURCE}-devel"),
+        ("tools", "${CUDA_SOURCE}-runtime"),
+        ("runtime", "${CUDA_SOURCE}-runtime"),
     ],
     "cpu": [
         ("devel", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
@@ -387,11 +408,26 @@ def test_multistage_shape(parsed: Parsed) -> None:
 
 
 def test_base_default_images_are_nvidia_cuda() -> None:
-    assert parse("base").resolved_parents == [
+    """CUDA_SOURCE picks the stages by name; a build needs only that source's images."""
+    base = IMAGES / "base" / "Dockerfile"
+    assert build.from_images(base, {}) == [
         "nvidia/cuda:12.8.1-devel-ubuntu24.04",
         "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
-        "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
     ]
+    assert build.from_images(base, {"CUDA_SOURCE": "pypi", "OS": "bookworm"}) == ["debian:bookworm"]
+
+
+def test_base_pypi_variant_presets_the_pypi_source() -> None:
+    (pypi,) = build.plan(["base-pypi"], {}, version=build.project_version(), vcs_ref="x")
+    assert pypi.dockerfile == "images/base/Dockerfile"
+    assert pypi.buildargs["CUDA_SOURCE"] == "pypi"
+    assert pypi.buildargs["SOURCES"] == "debian"
+    assert pypi.buildargs["GDRCOPY_VERSION"] == ""
+    declared = parse("base").global_args
+    assert set(dict(build.VARIANTS["base-pypi"].preset)) <= declared.keys()
+    script = (IMAGES / "base" / "cuda-from-pypi.sh").read_text()
+    assert '"cuda-toolkit[cudart,nvcc,nvml]==${version}"' in script  # exact toolkit release
+    assert "-Wl,-soname" in script  # the stubs carry the drivers' sonames
 
 
 @pytest.mark.parametrize("variant", SHIPPED)
