@@ -103,10 +103,12 @@ class Spec:
         return text + (f" --count {self.count}" if self.count is not None else "")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The selection and connection options every tool shares."""
-    group = parser.add_argument_group("which pods (exactly one)")
-    kinds = group.add_mutually_exclusive_group(required=True)
+def add_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The selection and connection options every tool shares (``required=False``: a tool that
+    also works on no pods, such as k8smpi-preflight checking its own pod)."""
+    title = "which pods (exactly one)" if required else "which pods (at most one)"
+    group = parser.add_argument_group(title)
+    kinds = group.add_mutually_exclusive_group(required=required)
     kinds.add_argument("-l", "--selector", metavar="SELECTOR", help="label selector, as kubectl")
     kinds.add_argument(
         "--statefulset", metavar="NAME", help="the StatefulSet's pods; expects spec.replicas"
