@@ -104,5 +104,8 @@ if [ -n "${patched-}" ]; then
   echo "fetch-source.sh: $name $version from $sources ($(basename "$tarball") with the distribution's patches)"
 else
   tar -xf "$tarball" -C "$dir" --strip-components=1
+  # One mtime for every file: a repacked tarball may not keep the release's order of mtimes,
+  # and make would then re-run autotools on the generated files (aclocal.m4: Error 127).
+  find "$dir" -exec touch -h -d @0 {} +
   echo "fetch-source.sh: $name $version from $sources ($(basename "$tarball"))"
 fi

@@ -112,16 +112,16 @@ def check_cuinit(  # noqa: PLR0911 - one return per rule
 ) -> Finding:
     """cuInit(0) and cuDeviceGetCount against the device nodes."""
     n = len(gpus.devices)
-    if n == 0 and not wanted:
-        return Finding("cuinit", ABSENT, "no GPU device")
+    if n == 0:
+        # Nothing to initialise; a pod that asked for GPUs already fails the gpu check.
+        return Finding("cuinit", SKIP if wanted else ABSENT, "no GPU device")
     if probe is None:
         return Finding("cuinit", SKIP, "not called", message="live calls are off (--root)")
     result = probe()
     if not result.loaded:
-        status = FAIL if n or wanted else ABSENT
         return Finding(
             "cuinit",
-            status,
+            FAIL,
             "libcuda.so.1 cannot be loaded",
             "the host driver's libcuda.so.1",
             "the container runtime did not mount the driver library (NVIDIA container toolkit: "
