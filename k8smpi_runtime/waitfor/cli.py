@@ -69,6 +69,7 @@ examples:
   {PROG} --statefulset my-cnode
   {PROG} -l app=my-hpc-compute-nodes --count 16 --timeout 5m --resolve-self
   {PROG} --hostfile /opt/mpi/etc/hostfile --exec-probe
+  {PROG} --statefulset my-cnode --preflight
   {PROG} --statefulset my-cnode --hostfile-out /shared/hostfile --configmap my-hostfile
 """
 
@@ -169,7 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
         "container before mpirun does)",
     )
     wait.add_argument(
-        "-c", "--container", metavar="NAME", help="container for --exec-probe (default: first)"
+        "-c",
+        "--container",
+        metavar="NAME",
+        help="container for --exec-probe and --preflight (default: first)",
+    )
+    wait.add_argument(
+        "--preflight",
+        action="store_true",
+        help="once ready, run k8smpi-preflight in each pod through pods/exec (GPUs against the "
+        "pod's request, driver against the image's CUDA, InfiniBand, memlock, /dev/shm) and fail "
+        "with the reasons on a fatal finding",
+    )
+    wait.add_argument(
+        "--preflight-command",
+        default="k8smpi-preflight",
+        metavar="CMD",
+        help="what --preflight runs in each pod (default: k8smpi-preflight on the pod's PATH)",
     )
     _add_output_arguments(parser)
     shown = parser.add_argument_group("output")
@@ -451,6 +468,10 @@ def run(args: argparse.Namespace) -> int:
             return outcome.code
         if not args.quiet:
             _report(outcome, sys.stderr)
+        if args.preflight and outcome.selected is not None:
+            code = preflight(args, cfg, namespace, outcome.selected, launcher)
+            if code != exitcodes.OK:
+                return code
         if (args.hostfile_out or args.configmap) and outcome.selected is not None:
             line = write_hostfile(args, api, outcome.selected, launcher)
             if not args.quiet:
@@ -459,6 +480,32 @@ def run(args: argparse.Namespace) -> int:
     finally:
         api.close()
         watch_api.close()
+
+
+def preflight(
+    args: argparse.Namespace,
+    cfg: ClientConfig,
+    namespace: str,
+    selected: Selected,
+    launcher: str | None,
+) -> int:
+    """``--preflight``: k8smpi-preflight in every ready pod; POD_FAILED with the reasons."""
+    import shlex  # noqa: PLC0415
+
+    from k8smpi_runtime.preflight import job, table  # noqa: PLC0415
+
+    pods = [p for p in selected.pods if selection.pod_name(p) != launcher]
+    plan = job.Plan(command=tuple(shlex.split(args.preflight_command)), container=args.container)
+    reports = job.check_pods(cfg, namespace, pods, plan, parallelism=args.dns_parallelism)
+    fatal = table.fatal_lines(reports)
+    if fatal:
+        sys.stderr.write(f"{PROG}: preflight: {len(fatal)} fatal finding(s)\n")
+        sys.stderr.write(table.render(reports))
+        sys.stderr.writelines(f"{PROG}: FATAL {line}\n" for line in fatal)
+        return exitcodes.POD_FAILED
+    if not args.quiet:
+        sys.stderr.write(f"{PROG}: preflight passed in {len(reports)} pods\n")
+    return exitcodes.OK
 
 
 def _self_ref(launcher: str | None) -> hosts.HostRef | None:

@@ -21,7 +21,8 @@ TIMEOUT = 6
 """--timeout passed with pods still not ready; the table on stderr says why for each."""
 POD_FAILED = 7
 """A pod failed or can never become ready: phase Failed/Succeeded, image pull errors,
-CrashLoopBackOff, Unschedulable for longer than --unschedulable-grace, a failed --exec-probe."""
+CrashLoopBackOff, Unschedulable for longer than --unschedulable-grace, a failed --exec-probe, a
+fatal --preflight finding."""
 NOT_FOUND = 8
 """Nothing to wait for: no pod matched by the deadline, or the namespace, StatefulSet or Job
 does not exist."""
@@ -37,7 +38,8 @@ exit status:
   {OUTPUT}    ready, but --hostfile-out/--configmap could not be written
   {TIMEOUT}    timed out: pods still not ready (a table on stderr says why, one line per pod)
   {POD_FAILED}    a pod failed or can never be ready (Failed/Succeeded, ErrImagePull,
-       ImagePullBackOff, CrashLoopBackOff, Unschedulable beyond the grace, --exec-probe)
+       ImagePullBackOff, CrashLoopBackOff, Unschedulable beyond the grace, --exec-probe,
+       a fatal --preflight finding)
   {NOT_FOUND}    no pods matched by the deadline, or no such namespace/StatefulSet/Job
   {INTERRUPTED}  interrupted (SIGINT)
 """

@@ -148,3 +148,20 @@ def test_a_launcher_without_pods_exec_on_one_worker(cluster: Cluster, namespace:
 
 def exec_names(cluster: Cluster, namespace: str) -> list[str]:
     return [e["objectRef"]["name"] for e in cluster.exec_events(namespace)]
+
+
+def test_the_waiter_runs_the_preflight_once_ready(cluster: Cluster, namespace: str) -> None:
+    """``k8s-waitfor --preflight``: a job whose pods cannot see their GPUs fails before mpirun."""
+    waiter = [str(PREFLIGHT.parent / "k8s-waitfor"), "--statefulset", "w", "-n", namespace]
+    waiter += ["--preflight", "--preflight-command", REMOTE, "--timeout", "60s"]
+    workers(cluster, namespace)
+    passed = cluster.run_with_pod_dns(namespace, waiter, timeout=120)
+    assert passed.returncode == 0, passed.stderr
+    assert "preflight passed in 4 pods" in passed.stderr
+    cluster.kubectl("delete", "statefulset", "w", "-n", namespace, "--wait=true")
+    workers(cluster, namespace, gpus=1)
+    failed = cluster.run_with_pod_dns(namespace, waiter, timeout=120)
+    assert failed.returncode == 7, failed.stderr
+    fatal = [line for line in failed.stderr.splitlines() if " FATAL " in line]
+    assert len(fatal) == 4
+    assert all("gpu: found 0 GPUs, expected 1 (nvidia.com/gpu limit)" in line for line in fatal)
