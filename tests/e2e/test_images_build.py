@@ -7,7 +7,8 @@ tagged as the upstream name; no FROM image is ever pulled. Then, inside the buil
 console script that pyproject.toml declares answers ``--help``, kubexec is at its fixed path,
 ``mpirun -np 4`` of the MPI test program (the example user image, FROM the CPU image) runs
 over UCX, also under an arbitrary uid that has no passwd entry, the runtime images hold no
-compiler and no -dev package, and versions.json agrees with the labels. A second build of the
+compiler and no -dev package, versions.json agrees with the labels, and k8smpi-preflight reads
+the container's own limits. A second build of the
 same sources must come entirely from the layer cache. Build times and sizes are printed at the
 end of the run and kept in ~/.cache/k8smpi/images/e2e-build-times.json.
 
@@ -31,6 +32,7 @@ import pytest
 from dockerfile_parse import DockerfileParser  # type: ignore[import-untyped]
 
 from images import build
+from k8smpi_runtime.preflight.model import size_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -231,6 +233,37 @@ def test_versions_file_agrees_with_labels_and_software(built: Built) -> None:
     assert cpu["detected"]["openmpi.deb"] == cpu["build_args"]["OPENMPI_VERSION"]
     assert cpu["detected"]["openmpi.pml_ucx"] is True
     assert cpu["detected"]["openmpi.cuda"] is False
+
+
+def test_preflight_in_a_real_container(built: Built) -> None:
+    """k8smpi-preflight in the CPU image: the image's record, ucx_info, and the container's own
+    memlock and /dev/shm (podman's 64 MiB: fatal for 8 ranks), as a pod on a CPU node sees them.
+    """
+    script = (
+        "k8smpi-preflight --json --gpus 0 --ranks 8 >/tmp/report.json 2>/dev/null; echo $?; "
+        "ulimit -l; df -k /dev/shm | tail -1; cat /tmp/report.json"
+    )
+    status, text = sh(built, built.tag("cpu"), script, user=ANY_UID)
+    assert status == 0, text
+    code, memlock, shm, *report = text.splitlines()
+    (pod,) = json.loads("\n".join(report))["pods"]
+    found = {f["check"]: f for f in pod["findings"]}
+    assert code == "1"  # the /dev/shm finding below is fatal
+    shm_kib = int(shm.split()[1])
+    assert found["shm"]["status"] == "fail"
+    assert f"size={shm_kib}k" in found["shm"]["found"] and "8 ranks" in found["shm"]["found"]
+    soft = "unlimited" if memlock == "unlimited" else size_text(int(memlock) * 1024)
+    assert found["memlock"]["found"].startswith(f"{soft} (soft)")
+    assert found["memlock"]["status"] == "ok"  # no RDMA device: not needed
+    assert found["mpi-env"] == {
+        "check": "mpi-env",
+        "status": "ok",
+        "found": "Open MPI 4 4.1.4: OMPI_MCA_plm_rsh_agent=/opt/mpi/bin/kubexec",
+        "expected": "",
+        "message": "",
+    }
+    assert found["ucx"]["status"] == "ok" and "posix" in found["ucx"]["found"]
+    assert [found[c]["status"] for c in ("gpu", "cuda", "cuinit", "rdma")] == ["absent"] * 4
 
 
 def test_launcher_environment_and_any_uid(built: Built) -> None:
