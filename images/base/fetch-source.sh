@@ -80,7 +80,9 @@ fetch_debian() {
     echo "fetch-source.sh: $name $found has no .orig tarball (a native package?)" >&2
     return 1
   fi
-  if ! tar -tf "$tarball" | grep -qE '^[^/]+/configure$'; then
+  # (The listing goes to a file: `tar | grep -q` fails on SIGPIPE under pipefail.)
+  tar -tf "$tarball" >"$work/listing"
+  if ! grep -qE '^[^/]+/configure$' "$work/listing"; then
     dpkg-source --no-check -x "$(find "$work" -maxdepth 1 -name '*.dsc' | head -n1)" "$work/tree" >/dev/null
     patched="$work/tree"
   fi

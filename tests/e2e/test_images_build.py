@@ -82,18 +82,21 @@ def _summary(request: pytest.FixtureRequest, lines: list[str]) -> None:
             reporter.write_line(line)
 
 
-@pytest.fixture(scope="module")
-def built(request: pytest.FixtureRequest) -> Iterator[Built]:
+@contextlib.contextmanager
+def building(
+    request: pytest.FixtureRequest, variants: list[str], example_from: str = "cpu"
+) -> Iterator[Built]:
+    """Build ``variants`` as ``make images`` does; the build summary goes to the terminal."""
     if not os.environ.get("DOCKER_HOST"):
         missing = [t for t in ("podman", "debootstrap", "runc") if shutil.which(t) is None]
         if missing:
             pytest.fail(f"{missing} not installed: `make apt` (devcluster/apt.sh) installs them")
     plan = build.plan(
-        ["cpu", "waiter", "example"],
+        variants,
         {},
         version=build.project_version(),
         vcs_ref=build.vcs_ref(),
-        example_from="cpu",
+        example_from=example_from,
     )
     log: list[str] = []
     times_file = build.cache_dir() / "e2e-build-times.json"
@@ -122,6 +125,12 @@ def built(request: pytest.FixtureRequest) -> Iterator[Built]:
         )
         times_file.write_text(json.dumps(history[-50:], indent=1) + "\n")
         yield Built(client, engine, plan, results, seconds, context)
+
+
+@pytest.fixture(scope="module")
+def built(request: pytest.FixtureRequest) -> Iterator[Built]:
+    with building(request, ["cpu", "waiter", "example"]) as done:
+        yield done
 
 
 def run(built: Built, image: str, argv: list[str], user: str | None = None) -> tuple[int, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -236,3 +238,20 @@ def test_a_report_that_is_not_json_is_a_fatal_finding() -> None:
     config = cast("ClientConfig", object())
     (report,) = job.check_pods(config, "ns1", pods, job.Plan(), run=fake_runner(results, []))
     assert report.fatal()[0].found.endswith("exited 2 without a report: error: bad option")
+
+
+def test_a_pods_check_imports_nothing_heavy(tmp_path: Path) -> None:
+    """It runs in every pod before every job: no kubernetes client, no compiled dependency."""
+    Tree(tmp_path)
+    code = (
+        "import sys, json, contextlib, io\n"
+        "from k8smpi_runtime.preflight import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    cli.main(['--root', {str(tmp_path)!r}, '--json', '--worker', '--gpus', '0'])\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
+    assert not loaded & {"kubernetes", "urllib3", "yaml", "tenacity", "psutil", "docker"}
