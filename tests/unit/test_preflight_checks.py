@@ -280,6 +280,13 @@ def test_memlock_64_kib_with_an_hca(tree: Tree) -> None:
     assert "LimitMEMLOCK=infinity" in found.message
 
 
+def test_memlock_finite_but_large_with_an_hca_is_a_warning(tree: Tree) -> None:
+    tree.hca().limits(memlock=str(8 << 20))
+    assert one(run(tree), "memlock").status == FAIL  # containerd's 8 MiB
+    tree.limits(memlock=str(16 << 30))
+    assert one(run(tree), "memlock").status == WARN
+
+
 def test_memlock_64_kib_without_rdma_or_with_ipc_lock(tree: Tree) -> None:
     tree.limits(memlock="65536")
     assert one(run(tree), "memlock").status == OK
