@@ -10,7 +10,7 @@ DEVCLUSTER := $(PYTHON) -m devcluster
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup venv apt binaries addons mpi lint typecheck unit e2e test devcluster devcluster-down \
-	devcluster-clean devcluster-pin demo images
+	devcluster-clean devcluster-pin demo images images-cuda
 
 help:
 	@echo "make test             setup + lint + type checks + unit + e2e (starts the devcluster)"
@@ -19,6 +19,7 @@ help:
 	@echo "                      WITH=jobset,kueue also runs JobSet and Kueue beside it"
 	@echo "make devcluster-down  stop everything the devcluster started"
 	@echo "make images           build the CPU, waiter and example images (podman or Docker)"
+	@echo "make images-cuda      build the GPU base with CUDA from PyPI (and the example FROM it)"
 
 # --- setup ----------------------------------------------------------------------------------
 venv: $(VENV)/.installed
@@ -86,3 +87,7 @@ demo: setup
 # registry; the GPU base needs NVIDIA's hosts: `$(VPY) -m images.build base --pull` elsewhere.
 images: apt venv
 	$(VPY) -m images.build cpu waiter example --example-from cpu
+
+# The GPU base with CUDA from PyPI (UCX and Open MPI compiled: long on 2 cores; see README).
+images-cuda: apt venv
+	$(VPY) -m images.build base-pypi example --example-from base-pypi

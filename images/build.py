@@ -1,12 +1,14 @@
 """Build the k8smpi images through the Docker Engine API (a Docker daemon or podman's socket).
 
     python -m images.build cpu waiter                        # what `make images` runs
+    python -m images.build base-pypi                         # the GPU base, CUDA from PyPI
     python -m images.build base --set OMPI_VERSION=4.1.8,5.0.8 --pull
     python -m images.build example --example-from cpu        # the user image, FROM the cpu image
     python -m images.build cpu --dry-run                     # print the plan (tags, ARGs) only
     python -m images.build podman images                     # podman on the tool's own storage
 
-Variants are the directories ``images/<variant>/Dockerfile``; ``--set ARG=V1,V2`` (repeatable)
+Variants are the directories ``images/<variant>/Dockerfile``, and ``base-pypi``: images/base with
+the ARGs of its CUDA_SOURCE=pypi build preset. ``--set ARG=V1,V2`` (repeatable)
 builds the cross product of the values. Tags are predictable from the ARGs:
 ``<repository>/<variant>:<package version>-<one part per versioned ARG>``, for instance
 ``localhost/k8smpi/cpu:0.1.0-bookworm-ompi4.1.4-ucx1.13.1``; variants with a ``devel`` stage get
