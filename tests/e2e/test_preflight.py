@@ -1,16 +1,16 @@
 """k8smpi-preflight across a job of 4 pods, through the real API server and pods/exec.
 
-On the devcluster the workers are kwok pods: pods/exec runs ``k8smpi-preflight`` on this machine
-in the pod's view (podexec), so the node checks see this machine -- no GPU, no HCA, its real
-memlock and /dev/shm -- as a container on a CPU node would. Everything between the launcher and
-the workers is real: pod selection, the pods' own requests read from the API, one exec per pod
-(counted in the audit log), SelfSubjectAccessReviews and DNS through CoreDNS.
+Two kinds of workers:
 
-On the real node (CPU image) the same tests apply with ``REMOTE`` = the image's
-``/opt/k8smpi/bin/k8smpi-preflight`` and the workers placed on that node: the GPU and IB checks
-say "absent" for a job that asked for none and fail one that asked for GPUs it cannot see, and
-memlock and /dev/shm are the container's (containerd's defaults). The fixture ``workers`` is
-what changes there.
+- kwok pods: pods/exec runs ``k8smpi-preflight`` on this machine in the pod's view (podexec), so
+  the node checks see this machine (no GPU, no HCA, its memlock and /dev/shm). Everything
+  between the launcher and the workers is real: pod selection, the pods' own requests read from
+  the API, one exec per pod (counted in the audit log), SelfSubjectAccessReviews, DNS through
+  CoreDNS, and ``k8s-waitfor --preflight``.
+- pods on the real node (kubelet, containerd, runc; ``make images``' CPU image): the image's own
+  ``k8smpi-preflight``, the container's own memlock and /dev/shm (containerd's 64 MiB), the
+  GPU and IB checks "absent" for a job that asked for none and fatal for one that asked for a GPU
+  the node advertises but cannot give.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devcluster.workloads import run_kubexec, running_pods, statefulset
+from devcluster.workloads import real_node_pod, run_kubexec, running_pods, statefulset
 from k8smpi_runtime.preflight.model import size_text
 from tests.e2e.test_waitfor import grant
 
@@ -165,3 +165,74 @@ def test_the_waiter_runs_the_preflight_once_ready(cluster: Cluster, namespace: s
     fatal = [line for line in failed.stderr.splitlines() if " FATAL " in line]
     assert len(fatal) == 4
     assert all("gpu: found 0 GPUs, expected 1 (nvidia.com/gpu limit)" in line for line in fatal)
+
+
+# -- the real node -------------------------------------------------------------------------------
+
+
+def real_workers(cluster: Cluster, namespace: str, *, gpus: int = 0) -> list[JSON]:
+    """4 pods of the CPU image on the real node, a headless Service, as a StatefulSet has them."""
+    limits = {"nvidia.com/gpu": str(gpus)} if gpus else None
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "rhpc"},
+        "spec": {"clusterIP": "None", "selector": {"app": "rw"}},
+    }
+    pods = [
+        real_node_pod(
+            cluster, name, labels={"app": "rw"}, limits=limits, hostname=name, subdomain="rhpc"
+        )
+        for name in WORKERS
+    ]
+    cluster.apply([service, *pods], namespace)
+    return running_pods(cluster, namespace, "app=rw", 4)
+
+
+def real_preflight(
+    cluster: Cluster, namespace: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Across the real node's pods; in them runs the image's own k8smpi-preflight."""
+    argv = [str(PREFLIGHT), "-l", "app=rw", "--count", "4", "-n", namespace, *args]
+    return cluster.run_with_pod_dns(namespace, argv, timeout=180)
+
+
+def test_real_node_cpu_job_passes_with_gpu_and_ib_absent(cluster: Cluster, namespace: str) -> None:
+    workers = real_workers(cluster, namespace)
+    assert {p["spec"]["nodeName"] for p in workers} == {"real-node-0"}
+    shown = real_preflight(cluster, namespace)
+    sys.stderr.write(f"\nthe table for 4 pods on the real node:\n{shown.stdout}")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert {r.split()[0] for r in shown.stdout.splitlines()[1:]} == {*WORKERS, "(here)"}
+
+    doc = json.loads(real_preflight(cluster, namespace, "--json").stdout)
+    reports = {p["pod"]: {f["check"]: f for f in p["findings"]} for p in doc["pods"]}
+    for pod in WORKERS:
+        checks = reports[pod]
+        for check in ("gpu", "cuda", "cuinit", "rdma", "rdma-stack", "gpudirect"):
+            assert checks[check]["status"] == "absent", checks[check]
+        assert checks["ucx"]["status"] == "ok"  # the image's own ucx_info
+        # What the container has, compared with what a shell in it gets.
+        code, out, err = exec_in(cluster, namespace, pod, "ulimit -l; df -k /dev/shm | tail -1")
+        assert code == 0, err
+        memlock_kib, shm_line = out.decode().splitlines()
+        soft = "unlimited" if memlock_kib == "unlimited" else size_text(int(memlock_kib) * 1024)
+        assert checks["memlock"]["found"].startswith(f"{soft} (soft)"), checks["memlock"]
+        assert f"size={shm_line.split()[1]}k" in checks["shm"]["found"], checks["shm"]
+    assert reports["(here)"]["dns"]["status"] == "ok"
+
+
+def test_real_node_job_that_asked_for_a_gpu_it_cannot_see(cluster: Cluster, namespace: str) -> None:
+    """The real node advertises nvidia.com/gpu (the seed's resources) but has no GPU."""
+    real_workers(cluster, namespace, gpus=1)
+    proc = real_preflight(cluster, namespace)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    fatal = [line for line in proc.stderr.splitlines() if " FATAL " in line]
+    assert sorted(line.split("FATAL ", 1)[1].split(":", 1)[0] for line in fatal) == WORKERS
+    for line in fatal:
+        assert "gpu: found 0 GPUs, expected 1 (nvidia.com/gpu limit)" in line
+
+
+def exec_in(cluster: Cluster, namespace: str, pod: str, script: str) -> tuple[int, bytes, bytes]:
+    proc = cluster.kubectl("exec", "-n", namespace, pod, "--", "sh", "-c", script, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
