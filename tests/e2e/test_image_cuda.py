@@ -21,8 +21,9 @@ from tests.e2e.test_images_build import ANY_UID, NP, UCX, Built, _ranks, buildin
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-# A cold build compiles UCX and Open MPI on 2 cores.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(5400)]
+# A cold build compiles UCX and Open MPI on 2 cores (about 30 min): `make test-cuda`, not
+# `make test`, which builds and checks the CUDA layer alone (test_image_cuda_layer.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.cuda_image, pytest.mark.timeout(5400)]
 
 
 @pytest.fixture(scope="module")
