@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from k8smpi_runtime import __version__, selection
+from k8smpi_runtime import __version__, clitool, selection
 from k8smpi_runtime.errors import (
     ConfigError,
     ForbiddenError,
@@ -131,11 +131,10 @@ def _selected(args: argparse.Namespace) -> bool:
 
 
 def _config(args: argparse.Namespace) -> ClientConfig:
-    from k8smpi_runtime.kube import config  # noqa: PLC0415 - only when the API is needed
+    """The waiter's credentials and namespace rule (--namespace, in-cluster, kubeconfig)."""
+    from k8smpi_runtime.waitfor.cli import load_config  # noqa: PLC0415 - only with the API
 
-    cfg = config.load(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
-    namespace = args.namespace or config.in_cluster_namespace() or cfg.namespace
-    return dataclasses.replace(cfg, namespace=namespace)
+    return load_config(args)
 
 
 def _own_request(host: Host, args: argparse.Namespace) -> Expect:
@@ -239,6 +238,8 @@ def run_job(args: argparse.Namespace, host: Host, live: Live) -> list[Report]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.root.is_dir():
+        raise ConfigError(f"--root {args.root} is not a directory")
     host = Host(args.root.resolve())
     live = Live() if host.live else OFF
     reports = run_job(args, host, live) if _selected(args) else run_local(args, host, live)
@@ -266,36 +267,17 @@ def exit_status(error: BaseException) -> int:
     return exitcodes.API
 
 
-def _configure_logging(*, verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    for name in (PROG, "k8smpi_runtime"):
-        log = logging.getLogger(name)
-        log.handlers = [handler]
-        log.setLevel(logging.DEBUG if verbose else logging.WARNING)
-        log.propagate = False
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run k8smpi-preflight with ``argv`` (default ``sys.argv[1:]``); the exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else exitcodes.USAGE
-    _configure_logging(verbose=args.verbose)
-    if not args.root.is_dir():
-        sys.stderr.write(f"{PROG}: --root {args.root} is not a directory\n")
-        return exitcodes.USAGE
-    try:
-        return run(args)
-    except K8smpiError as e:
-        logger.debug("failed", exc_info=True)
-        sys.stderr.write(f"{PROG}: {e}\n")
-        return exit_status(e)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"\n{PROG}: interrupted\n")
-        return exitcodes.INTERRUPTED
+    return clitool.run_main(
+        PROG,
+        build_parser(),
+        argv,
+        run,
+        exit_status,
+        usage=exitcodes.USAGE,
+        interrupted=exitcodes.INTERRUPTED,
+    )
 
 
 if __name__ == "__main__":
