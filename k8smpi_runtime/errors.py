@@ -21,7 +21,16 @@ class ConfigError(K8smpiError):
 
 
 class TransportError(K8smpiError):
-    """The API server could not be reached (refused, DNS, TLS, timeout, stream cut)."""
+    """The API server could not be reached (refused, DNS, TLS, timeout, stream cut).
+
+    ``retryable=False`` when trying again cannot help or could do harm: the server's certificate
+    is not trusted (a TLS verification failure stays one), or a request that may already have
+    taken effect (an exec whose upgrade went out without an answer coming back).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ApiError(K8smpiError):

@@ -14,21 +14,33 @@ the caller's explicit one, else the in-cluster namespace file (in-cluster only),
 context's namespace, else ``default``.
 
 Kubeconfig users may authenticate with a client certificate (file or data), a token (inline or
-``tokenFile``) or an exec plugin (``client.authentication.k8s.io`` ExecCredential); the legacy
-``auth-provider`` and basic auth are refused with a message saying so.
+``tokenFile``, which wins as in client-go) or an exec plugin (``client.authentication.k8s.io``
+ExecCredential, :mod:`.credentials`); the legacy ``auth-provider`` and basic auth are refused
+with a message saying so.
+
+Read as kubectl reads them:
+
+- ``insecure-skip-tls-verify`` must be a YAML boolean (the string ``"false"`` is an error, as it
+  is for kubectl, never "true"), and it cannot be combined with a certificate authority;
+- ``certificate-authority-data`` wins over ``certificate-authority`` (and ``client-*-data``
+  over the files);
+- ``proxy-url`` and ``HTTPS_PROXY``/``NO_PROXY``: :mod:`.proxies`;
+- the client key is loaded from memory (an anonymous ``memfd``, or a pipe), never from a file;
+- a YAML error names the line and column only: it never shows the file's text (tokens).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import ssl
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from k8smpi_runtime.errors import ConfigError
+from k8smpi_runtime.kube import credentials, dialing, proxies
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,6 +48,7 @@ if TYPE_CHECKING:
 #: The kubelet mounts the service account here; K8SMPI_SERVICEACCOUNT_DIR overrides it (tests,
 #: and the demo, which runs the launcher's script on the host as if it were the launcher pod).
 SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+EXEC_EXTENSION = "client.authentication.k8s.io/exec"
 
 
 @dataclass(frozen=True)
@@ -49,13 +62,24 @@ class ClientConfig:
     ca_data: bytes | None = None
     cert_pem: bytes | None = field(default=None, repr=False)
     key_pem: bytes | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
+    token_source: credentials.TokenSource | None = field(default=None, repr=False)
     insecure: bool = False
     tls_server_name: str | None = None
+    proxy: str | None = None
+    """The HTTP proxy to tunnel through (proxy-url or HTTPS_PROXY), None for a direct line."""
+    in_cluster: bool = False
+    """Credentials from the pod's own service account."""
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token to send now (token files are re-read, plugin tokens renewed)."""
+        return self.token_source.token() if self.token_source is not None else None
 
     def ssl_context(self) -> ssl.SSLContext:
+        # CA data wins over the file, as in client-go; the system's CAs when neither is given.
         ctx = ssl.create_default_context(
-            cafile=self.ca_file, cadata=self.ca_data.decode() if self.ca_data else None
+            cafile=None if self.ca_data else self.ca_file,
+            cadata=self.ca_data.decode() if self.ca_data else None,
         )
         if self.insecure:
             ctx.check_hostname = False
@@ -65,23 +89,56 @@ class ClientConfig:
         return ctx
 
     def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        token = self.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _load_cert_chain(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    # The ssl module only loads key pairs from files: a private file, deleted at once.
-    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108 - private 0600 file
-    import tempfile  # noqa: PLC0415 - only client-certificate users pay for it (kubexec startup)
+    """Load a client certificate and key without writing the key to any file.
 
-    fd, name = tempfile.mkstemp(prefix="k8smpi-", suffix=".pem", dir=shm)
+    The ssl module loads key pairs only by path: the path is /proc/self/fd/N of an anonymous
+    memfd (no name in any filesystem, gone with the process), or of two pipes where memfd is
+    not available.
+    """
     try:
-        os.write(fd, cert + b"\n" + key)
-        os.close(fd)
-        ctx.load_cert_chain(name)
+        fd = os.memfd_create("k8smpi-client-cert", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        _load_from_pipes(ctx, cert, key)
+        return
+    try:
+        _write_all(fd, cert + b"\n" + key)
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
     except ssl.SSLError as e:
-        raise ConfigError(f"client certificate or key is not valid PEM: {e}") from e
+        raise ConfigError(f"client certificate or key is not valid PEM: {e.reason}") from None
     finally:
-        Path(name).unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _load_from_pipes(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    fds: list[int] = []
+    try:
+        paths = []
+        for data in (cert, key):
+            r, w = os.pipe()
+            fds += [r, w]
+            if len(data) > 60_000:  # the pipe buffer holds 64 KiB: no reader runs yet
+                raise ConfigError("client certificate or key is too large to load from memory")
+            _write_all(w, data)
+            os.close(w)
+            fds.remove(w)
+            paths.append(f"/proc/self/fd/{r}")
+        ctx.load_cert_chain(paths[0], paths[1])
+    except ssl.SSLError as e:
+        raise ConfigError(f"client certificate or key is not valid PEM: {e.reason}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def load(
@@ -125,22 +182,24 @@ def _in_cluster(namespace: str | None, env: Mapping[str, str]) -> ClientConfig:
     sa = Path(env.get("K8SMPI_SERVICEACCOUNT_DIR", SERVICEACCOUNT_DIR))
     host = env["KUBERNETES_SERVICE_HOST"]
     port = env.get("KUBERNETES_SERVICE_PORT", "443")
+    if not port.isdigit():
+        raise ConfigError(f"KUBERNETES_SERVICE_PORT={port!r} is not a port number")
     try:
-        token = (sa / "token").read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"in a pod but cannot read the service-account token: {e}") from e
-    if not token:
-        raise ConfigError(f"service-account token {sa / 'token'} is empty")
+        token = credentials.FileToken(sa / "token")
+    except ConfigError as e:
+        raise ConfigError(f"in a pod but the service-account token is unusable: {e}") from None
     ca = sa / "ca.crt"
     if not ca.exists():
         raise ConfigError(f"in a pod but the service-account CA {ca} is missing")
-    host = f"[{host}]" if ":" in host else host
+    bracketed = f"[{host}]" if ":" in host else host
     return ClientConfig(
-        server=f"https://{host}:{port}",
+        server=f"https://{bracketed}:{port}",
         namespace=namespace or in_cluster_namespace(env) or "default",
         source=f"in-cluster service account ({sa})",
         ca_file=str(ca),
-        token=token,
+        token_source=token,
+        proxy=proxies.for_server(host, int(port), proxy_url=None, env=env),
+        in_cluster=True,
     )
 
 
@@ -156,12 +215,17 @@ def _read_kubeconfigs(paths: list[Path]) -> dict[str, Any]:
         except FileNotFoundError:
             continue
         except OSError as e:
-            raise ConfigError(f"cannot read kubeconfig {path}: {e}") from e
+            raise ConfigError(f"cannot read kubeconfig {path}: {e.strerror}") from None
+        except UnicodeError:
+            raise ConfigError(f"kubeconfig {path} is not UTF-8 text") from None
         found = True
         try:
             doc = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"kubeconfig {path} is not valid YAML: {e}") from e
+            # Never the parser's own message: it quotes the offending line (a token, a key).
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"kubeconfig {path} is not valid YAML{where}") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"kubeconfig {path} is not a mapping")
         for kind, key in (("clusters", "cluster"), ("users", "user"), ("contexts", "context")):
@@ -189,27 +253,97 @@ def _from_kubeconfig(
     cluster = cfg["clusters"].get(ctx.get("cluster"))
     if cluster is None or not cluster.get("server"):
         raise ConfigError(f"context {ctx_name!r} names no cluster with a server")
+    tls = _tls(cluster)
+    server = str(cluster["server"]).rstrip("/")
+    url = urllib.parse.urlsplit(server)
+    proxy_url = cluster.get("proxy-url") or None
+    if proxy_url is not None:
+        try:
+            dialing.parse_proxy(str(proxy_url))
+        except ValueError as e:
+            raise ConfigError(f"kubeconfig cluster proxy-url: {e}") from None
+    try:
+        port = url.port or 443
+    except ValueError:
+        raise ConfigError(f"kubeconfig cluster server {server!r} has a bad port") from None
     user = cfg["users"].get(ctx.get("user"), {})
-    cert, key, token = _user_credentials(user, env)
+    plugin = user.get("exec")
+    wants_info = isinstance(plugin, dict) and bool(plugin.get("provideClusterInfo"))
+    info = _cluster_info(cluster, server, tls) if wants_info else None
+    cert, key, source = _user_credentials(user, env, info)
     return ClientConfig(
-        server=str(cluster["server"]).rstrip("/"),
+        server=server,
         namespace=namespace or ctx.get("namespace") or "default",
         source=f"kubeconfig {paths[0]} context {ctx_name}",
-        ca_file=_path(cluster, "certificate-authority"),
-        ca_data=_data(cluster, "certificate-authority-data"),
+        ca_file=tls.ca_file,
+        ca_data=tls.ca_data,
         cert_pem=cert,
         key_pem=key,
-        token=token,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        tls_server_name=cluster.get("tls-server-name"),
+        token_source=source,
+        insecure=tls.insecure,
+        tls_server_name=tls.server_name,
+        proxy=proxies.for_server(
+            url.hostname or "", port, proxy_url=str(proxy_url) if proxy_url else None, env=env
+        ),
     )
+
+
+@dataclass(frozen=True)
+class _Tls:
+    ca_file: str | None
+    ca_data: bytes | None
+    insecure: bool
+    server_name: str | None
+
+
+def _tls(cluster: dict[str, Any]) -> _Tls:
+    """The cluster's TLS settings, checked as client-go checks them."""
+    insecure = cluster.get("insecure-skip-tls-verify", False)
+    if insecure is None:
+        insecure = False
+    if not isinstance(insecure, bool):
+        raise ConfigError(
+            "kubeconfig cluster insecure-skip-tls-verify must be true or false (a YAML "
+            f"boolean), not the {type(insecure).__name__} {str(insecure)[:10]!r}"
+        )
+    ca_data = _data(cluster, "certificate-authority-data")
+    ca_file = None if ca_data else _path(cluster, "certificate-authority")
+    if insecure and (ca_data or ca_file):
+        raise ConfigError(
+            "kubeconfig cluster sets insecure-skip-tls-verify together with a certificate "
+            "authority; kubectl refuses that too: drop one of them"
+        )
+    server_name = cluster.get("tls-server-name")
+    if server_name is not None and not isinstance(server_name, str):
+        raise ConfigError("kubeconfig cluster tls-server-name must be a string")
+    return _Tls(ca_file, ca_data, insecure, server_name or None)
+
+
+def _cluster_info(cluster: dict[str, Any], server: str, tls: _Tls) -> dict[str, Any]:
+    """The ``spec.cluster`` an exec plugin with ``provideClusterInfo`` receives (client-go's)."""
+    info: dict[str, Any] = {"server": server}
+    if tls.server_name:
+        info["tls-server-name"] = tls.server_name
+    if tls.insecure:
+        info["insecure-skip-tls-verify"] = True
+    ca = tls.ca_data or _read(tls.ca_file)
+    if ca:
+        info["certificate-authority-data"] = credentials.b64(ca)
+    if cluster.get("proxy-url"):
+        info["proxy-url"] = str(cluster["proxy-url"])
+    if cluster.get("disable-compression"):
+        info["disable-compression"] = True
+    for ext in cluster.get("extensions") or []:
+        if isinstance(ext, dict) and ext.get("name") == EXEC_EXTENSION:
+            info["config"] = ext.get("extension")
+    return info
 
 
 def _path(entry: dict[str, Any], key: str) -> str | None:
     value = entry.get(key)
     if not value:
         return None
-    p = Path(value).expanduser()
+    p = Path(str(value)).expanduser()
     return str(p if p.is_absolute() else Path(entry["_dir"]) / p)
 
 
@@ -218,9 +352,9 @@ def _data(entry: dict[str, Any], key: str) -> bytes | None:
     if not value:
         return None
     try:
-        return base64.b64decode(value)
-    except ValueError as e:
-        raise ConfigError(f"kubeconfig field {key} is not base64") from e
+        return base64.b64decode(str(value), validate=True)
+    except ValueError:
+        raise ConfigError(f"kubeconfig field {key} is not base64") from None
 
 
 def _read(path: str | None) -> bytes | None:
@@ -229,12 +363,12 @@ def _read(path: str | None) -> bytes | None:
     try:
         return Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e}") from e
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
 
 def _user_credentials(
-    user: dict[str, Any], env: Mapping[str, str]
-) -> tuple[bytes | None, bytes | None, str | None]:
+    user: dict[str, Any], env: Mapping[str, str], cluster_info: dict[str, Any] | None
+) -> tuple[bytes | None, bytes | None, credentials.TokenSource | None]:
     if user.get("auth-provider"):
         raise ConfigError(
             "kubeconfig user uses the removed auth-provider mechanism; use an exec plugin"
@@ -243,55 +377,23 @@ def _user_credentials(
         raise ConfigError("kubeconfig basic auth (username/password) is not supported")
     cert = _data(user, "client-certificate-data") or _read(_path(user, "client-certificate"))
     key = _data(user, "client-key-data") or _read(_path(user, "client-key"))
-    token = user.get("token")
-    if not token and user.get("tokenFile"):
-        token = (_read(_path(user, "tokenFile")) or b"").decode().strip()
+    source: credentials.TokenSource | None = None
+    token_file = _path(user, "tokenFile")
+    if token_file:  # client-go: the file's token wins over an inline one
+        source = credentials.FileToken(Path(token_file))
+    elif user.get("token"):
+        if not isinstance(user["token"], str):
+            raise ConfigError("kubeconfig user token must be a string")
+        source = credentials.StaticToken(credentials.check_token(user["token"], "kubeconfig"))
     if user.get("exec"):
-        exec_cert, exec_key, exec_token = _exec_plugin(user["exec"], env)
-        cert, key, token = exec_cert or cert, exec_key or key, exec_token or token
-    return cert, key, token
-
-
-def _exec_plugin(
-    spec: dict[str, Any], env: Mapping[str, str]
-) -> tuple[bytes | None, bytes | None, str | None]:
-    """Run a client-go credential plugin and take the ExecCredential it prints."""
-    command = spec.get("command")
-    if not command:
-        raise ConfigError("kubeconfig exec plugin has no command")
-    api_version = spec.get("apiVersion", "client.authentication.k8s.io/v1")
-    child_env = dict(env)
-    for item in spec.get("env") or []:
-        child_env[str(item["name"])] = str(item["value"])
-    child_env["KUBERNETES_EXEC_INFO"] = json.dumps(
-        {"apiVersion": api_version, "kind": "ExecCredential", "spec": {"interactive": False}}
-    )
-    import subprocess  # noqa: PLC0415 - only exec-plugin users pay for it (kubexec startup)
-
-    try:
-        proc = subprocess.run(
-            [command, *(spec.get("args") or [])],
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-            timeout=60,
+        if not isinstance(user["exec"], dict):
+            raise ConfigError("kubeconfig user exec must be a mapping")
+        plugin = credentials.ExecPlugin(
+            user["exec"], kubeconfig_dir=user["_dir"], env=env, cluster_info=cluster_info
         )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ConfigError(f"kubeconfig exec plugin {command!r} could not run: {e}") from e
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise ConfigError(
-            f"kubeconfig exec plugin {command!r} exited {proc.returncode}: {err[-1] if err else ''}"
-        )
-    try:
-        status = json.loads(proc.stdout)["status"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"kubeconfig exec plugin {command!r} printed no ExecCredential") from e
-    cert = status.get("clientCertificateData")
-    key = status.get("clientKeyData")
-    return (
-        cert.encode() if cert else None,
-        key.encode() if key else None,
-        status.get("token"),
-    )
+        got = plugin.credential()  # run now: its certificate goes into the TLS context
+        if got.cert_pem:
+            cert, key = got.cert_pem, got.key_pem
+        if got.token:
+            source = plugin
+    return cert, key, source

@@ -10,15 +10,14 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import socket
-import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from k8smpi_runtime.errors import TransportError, api_error
-from k8smpi_runtime.kube import paging
+from k8smpi_runtime.kube import dialing, paging
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Iterator, Mapping
 
     from k8smpi_runtime.kube.config import ClientConfig
@@ -30,30 +29,33 @@ USER_AGENT = "k8smpi-runtime"
 
 
 class _HTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS with an optional TLS server name that differs from the host (kubeconfig field)."""
+    """HTTPS dialled by :mod:`.dialing` (proxy, socket options) with an optional TLS server name
+    that differs from the host (kubeconfig field)."""
 
     def __init__(
-        self, host: str, port: int | None, *, context: ssl.SSLContext, timeout: float, sni: str
+        self,
+        host: str,
+        port: int | None,
+        *,
+        context: ssl.SSLContext,
+        timeout: float,
+        sni: str,
+        proxy: str | None,
     ) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self._ctx = context
         self._sni = sni
+        self._proxy = proxy
 
     def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._sni)
-
-
-def _transport_error(server: str, e: BaseException) -> TransportError:
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return TransportError(f"TLS verification of {server} failed: {e.verify_message}")
-    if isinstance(e, socket.gaierror):
-        return TransportError(f"cannot resolve API server {server}: {e.strerror}")
-    if isinstance(e, ConnectionRefusedError):
-        return TransportError(f"API server {server} refused the connection")
-    if isinstance(e, TimeoutError | socket.timeout):
-        return TransportError(f"API server {server} timed out")
-    return TransportError(f"API server {server}: {type(e).__name__}: {e}")
+        self.sock = dialing.open_tls(
+            self.host,
+            self.port,
+            context=self._ctx,
+            server_hostname=self._sni,
+            timeout=self.timeout,
+            proxy=self._proxy,
+        )
 
 
 class Api:
@@ -80,6 +82,7 @@ class Api:
             context=self._ssl,
             timeout=timeout,
             sni=self.config.tls_server_name or self._host,
+            proxy=self.config.proxy,
         )
 
     def url(self, path: str, params: Mapping[str, str | int | bool] | None = None) -> str:
@@ -124,10 +127,10 @@ class Api:
                 # A keep-alive connection the server closed meanwhile: one fresh try.
                 self.close()
                 if attempt == 2:
-                    raise _transport_error(self.config.server, e) from e
+                    raise dialing.transport_error(self.config.server, e) from e
             except (OSError, http.client.HTTPException) as e:
                 self.close()
-                raise _transport_error(self.config.server, e) from e
+                raise dialing.transport_error(self.config.server, e) from e
         logger.debug("%s %s -> %s", method, url, resp.status)
         decoded = _decode(raw)
         if resp.status >= 400:
@@ -183,7 +186,7 @@ class Api:
                     raise api_error(int(obj.get("code", 500)), obj)
                 yield event
         except (OSError, http.client.HTTPException, ValueError) as e:
-            raise _transport_error(self.config.server, e) from e
+            raise dialing.transport_error(self.config.server, e) from e
         finally:
             conn.close()
 

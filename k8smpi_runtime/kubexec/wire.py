@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from k8smpi_runtime.errors import TransportError, api_error
-from k8smpi_runtime.kube import paging, websocket
+from k8smpi_runtime.kube import dialing, paging
 from k8smpi_runtime.kube.exec import USER_AGENT
 
 if TYPE_CHECKING:
@@ -74,7 +73,7 @@ class Connection:
                 self.close()
                 # An idle keep-alive connection the server closed meanwhile: one fresh try.
                 if attempt == 2 or not reused:
-                    raise _transport_error(self.config.server, e) from e
+                    raise dialing.transport_error(self.config.server, e) from e
         logger.debug("GET %s -> %s", target, status)
         decoded = _json(body)
         if status >= 400:
@@ -83,12 +82,13 @@ class Connection:
 
     def _exchange(self, target: str) -> tuple[int, dict[str, str], bytes]:
         if self._sock is None or self._reader is None:
-            self._sock = websocket.open_tls(
+            self._sock = dialing.open_tls(
                 self._host,
                 self._port,
                 context=self.config.ssl_context(),
                 server_hostname=self.config.tls_server_name,
                 timeout=self.timeout,
+                proxy=self.config.proxy,
             )
             self._reader = self._sock.makefile("rb")
         sock, reader = self._sock, self._reader
@@ -121,17 +121,41 @@ class Connection:
         return int(parts[1]), headers, body
 
     def take_socket(self) -> ssl.SSLSocket | None:
-        """Hand the open, idle connection over (to an exec upgrade); None if there is none."""
+        """Hand the open, idle connection over (to an exec upgrade); None if there is none, or
+        if the server has closed it meanwhile (an exec request sent on a dead connection could
+        not be told apart from one the server acted on, so it is never sent there)."""
         sock, self._sock = self._sock, None
         if self._reader is not None:
             self._reader.close()  # the socket stays open: it has its own reference
             self._reader = None
+        if sock is not None and not _idle_and_open(sock):
+            logger.debug("the API server closed the idle connection; the exec dials anew")
+            sock.close()
+            return None
         return sock
 
     def close(self) -> None:
         sock = self.take_socket()
         if sock is not None:
             sock.close()
+
+
+def _idle_and_open(sock: ssl.SSLSocket) -> bool:
+    """Whether an idle keep-alive connection is still open: nothing (not even a TLS close)
+    is waiting to be read on it."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        pending = sock.recv(1)
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
+    # b"": the server closed it; bytes: something unasked-for arrived. Unusable either way.
+    logger.debug("idle connection unusable (%d unexpected bytes)", len(pending))
+    return False
 
 
 def _body(reader: BufferedReader, headers: dict[str, str]) -> bytes:
@@ -168,15 +192,3 @@ def _retry_after(headers: dict[str, str]) -> float | None:
         return float(headers["retry-after"])
     except (KeyError, ValueError):
         return None
-
-
-def _transport_error(server: str, e: BaseException) -> TransportError:
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return TransportError(f"TLS verification of {server} failed: {e.verify_message}")
-    if isinstance(e, socket.gaierror):
-        return TransportError(f"cannot resolve API server {server}: {e.strerror}")
-    if isinstance(e, ConnectionRefusedError):
-        return TransportError(f"API server {server} refused the connection")
-    if isinstance(e, TimeoutError):
-        return TransportError(f"API server {server} timed out")
-    return TransportError(f"API server {server}: {type(e).__name__}: {e}")

@@ -256,7 +256,7 @@ def retrying(fn: Callable[[], T], *, deadline: float, what: str) -> T:
         try:
             return fn()
         except (TransportError, ApiError) as e:
-            transient = isinstance(e, TransportError) or (
+            transient = (isinstance(e, TransportError) and e.retryable) or (
                 isinstance(e, ApiError) and bool(e.transient)
             )
             if not transient:

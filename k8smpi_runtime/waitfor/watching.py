@@ -218,7 +218,7 @@ class PodWatch(threading.Thread):
 
     def _retryable(self, error: K8smpiError) -> bool:
         if isinstance(error, TransportError):
-            return True
+            return error.retryable  # an untrusted certificate stays untrusted
         if isinstance(error, UnauthorizedError | ForbiddenError):
             if not self._synced_once:
                 return False

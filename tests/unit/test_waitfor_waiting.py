@@ -258,6 +258,18 @@ def test_api_down_at_start_is_retried_then_reported() -> None:
     assert waiter(api).run().code == exitcodes.OK
 
 
+def test_an_untrusted_certificate_is_not_waited_out() -> None:
+    # A TLS verification failure stays one: fail at once, not at the 20 s deadline.
+    api = ScriptedApi([sts_pod("cnode", i) for i in range(3)])
+    api.lists = [
+        TransportError("TLS verification of https://k failed: self-signed", retryable=False)
+    ] * 100
+    outcome = waiter(api, timeout=20).run()
+    assert outcome.code == exitcodes.API
+    assert "TLS verification of https://k failed" in outcome.message
+    assert api.calls == [("list", "")]  # one try, no retry
+
+
 def test_access_denied_is_one_line_naming_who_and_what() -> None:
     api = ScriptedApi([])
     api.lists = [
