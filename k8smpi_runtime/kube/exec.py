@@ -4,23 +4,35 @@ Each binary message is one channel byte and the payload: 0 stdin, 1 stdout, 2 st
 3 error/status (a ``metav1.Status`` once the command ends), 4 terminal resize. v5 adds a CLOSE
 message ``[255, channel]`` so a client can half-close stdin, which v4 cannot (kubernetes#89899).
 The exit status is parsed here from channel 3; a stream that ends without one is a failure,
-never a success (kubernetes#73056).
+never a success (kubernetes#73056), and so is every status that is not ``Success`` (a
+``Failure`` carrying exit code 0, or one out of 1..255, is refused, not reported as 0).
+
+Liveness (:class:`Keepalive`, :meth:`ExecStream.start_heartbeat`): a websocket ping reaches
+only the API server, which answers it; what reaches the container runtime -- and resets its
+stream idle timer (containerd's ``stream_idle_timeout``, the kubelet's
+``streamingConnectionIdleTimeout``; both count data frames either way) -- is data. So the
+heartbeat writes a caller-given *nudge* (stdin bytes the remote ignores, or a resize) every
+interval, and pings when nothing arrived for an interval. When ``count_max`` pings in a row get
+no answer, the connection is presumed dead and aborted: a peer that vanished without closing
+ends the stream within :attr:`Keepalive.bound` seconds of the last byte received.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from k8smpi_runtime.errors import K8smpiError, TransportError, api_error
-from k8smpi_runtime.kube import websocket
+from k8smpi_runtime.kube import dialing, websocket
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from k8smpi_runtime.kube.config import ClientConfig
 
@@ -45,6 +57,21 @@ class ExecTarget:
     container: str | None = None
 
 
+@dataclass(frozen=True)
+class Keepalive:
+    """ssh's ServerAliveInterval and ServerAliveCountMax, for an exec stream."""
+
+    interval: float = 30.0
+    """Seconds between two nudges (and pings when nothing arrived); 0 turns it all off."""
+    count_max: int = 3
+    """Unanswered pings in a row after which the connection is presumed dead."""
+
+    @property
+    def bound(self) -> float:
+        """Seconds after the last byte received within which a dead connection is aborted."""
+        return (self.count_max + 2) * self.interval
+
+
 def exec_url(
     config: ClientConfig,
     target: ExecTarget,
@@ -65,24 +92,33 @@ def exec_url(
         params.append(("container", target.container))
     server = urllib.parse.urlsplit(config.server)
     path = (
-        f"{server.path.rstrip('/')}/api/v1/namespaces/{urllib.parse.quote(target.namespace)}"
-        f"/pods/{urllib.parse.quote(target.pod)}/exec"
+        f"{server.path.rstrip('/')}/api/v1/namespaces/{quote(target.namespace)}"
+        f"/pods/{quote(target.pod)}/exec"
     )
     return urllib.parse.urlunsplit(("wss", server.netloc, path, urllib.parse.urlencode(params), ""))
 
 
+def quote(part: str) -> str:
+    """One URL path segment: every ``/``, ``?``, ``#``, ``%`` and ``..`` stays inside it."""
+    return urllib.parse.quote(part, safe="")
+
+
 def exit_code(status: dict[str, Any]) -> int:
-    """The remote exit code a channel-3 Status carries; ExecFailed when it carries none."""
+    """The remote exit code a channel-3 Status carries; ExecFailed when it carries none.
+
+    Only ``Success`` is 0. A ``NonZeroExitCode`` cause must say 1..255: anything else (0, 256,
+    text) would make a failure look like a success to the shell (256 is 0 as an exit status).
+    """
     if status.get("status") == "Success":
         return 0
     causes = (status.get("details") or {}).get("causes") or []
     if status.get("reason") == "NonZeroExitCode":
         for cause in causes:
-            if cause.get("reason") == "ExitCode":
-                try:
-                    return int(cause.get("message", ""))
-                except ValueError:
-                    break
+            if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
+                text = str(cause.get("message", "")).strip()
+                if text.isdigit() and 1 <= int(text) <= 255:
+                    return int(text)
+                break
     message = str(status.get("message") or status.get("reason") or "exec failed without status")
     raise ExecFailed(message[:256].replace("\n", " "))
 
@@ -107,9 +143,14 @@ class ExecStream:
         sock: ssl.SSLSocket | None = None,
     ) -> None:
         """Open the exec stream; on ``sock`` (an idle keep-alive connection to the API server,
-        which this takes over) when given, else on a new connection."""
+        which this takes over) when given, else on a new connection.
+
+        A failure after the upgrade request went out without an HTTP answer coming back is a
+        TransportError with ``retryable=False``: the command may be running.
+        """
         self.target = target
         self.status: dict[str, Any] | None = None
+        self.presumed_dead: Keepalive | None = None
         url = urllib.parse.urlsplit(exec_url(config, target, command, stdin=stdin, tty=tty))
         headers = [*config.auth_headers().items(), ("User-Agent", USER_AGENT)]
         endpoint = websocket.Endpoint(
@@ -124,6 +165,7 @@ class ExecStream:
                     headers=headers,
                     subprotocols=subprotocols,
                     timeout=connect_timeout,
+                    proxy=config.proxy,
                 )
             else:
                 sock.settimeout(connect_timeout)
@@ -133,16 +175,24 @@ class ExecStream:
         except websocket.HandshakeRefused as e:
             text = e.body.decode(errors="replace")
             raise api_error(e.status, _json(e.body), text or e.reason) from e
+        except websocket.RequestSent as e:
+            raise TransportError(
+                f"exec into {target.pod}: {e} (not retried: the command may have started)",
+                retryable=False,
+            ) from e
         except OSError as e:
-            raise TransportError(f"exec into {target.pod}: {type(e).__name__}: {e}") from e
+            err = dialing.transport_error(config.server, e)
+            raise TransportError(f"exec into {target.pod}: {err}", retryable=err.retryable) from e
         # From here on the remote command may run for hours: no read timeout.
         self._ws.settimeout(None)
+        self._stopped = threading.Event()
         self.protocol: str = self._ws.subprotocol
         logger.debug("exec %s/%s over %s", target.namespace, target.pod, self.protocol or "?")
         if self.protocol not in subprotocols:
             self._ws.close()
             raise TransportError(
-                f"API server offered no supported exec sub-protocol (got {self.protocol!r})"
+                f"API server offered no supported exec sub-protocol (got {self.protocol!r})",
+                retryable=False,
             )
 
     @property
@@ -169,39 +219,95 @@ class ExecStream:
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """stdout/stderr payloads as they arrive, until the server closes the stream."""
-        while True:
-            try:
-                message = self._ws.recv()
-            except OSError as e:
-                raise TransportError(f"exec into {self.target.pod}: stream broken: {e}") from e
-            if message is None:
-                return
-            _opcode, data = message
-            if not data:
-                continue
-            channel, payload = data[0], data[1:]
-            if channel == ERROR:
-                if payload:
-                    self.status = _json(payload) or {"message": payload.decode(errors="replace")}
-            elif channel in (STDOUT, STDERR) and payload:
-                yield channel, payload
+        try:
+            while True:
+                try:
+                    message = self._ws.recv()
+                except OSError as e:
+                    if self.presumed_dead is not None:
+                        return
+                    raise TransportError(f"exec into {self.target.pod}: stream broken: {e}") from e
+                if message is None:
+                    return
+                _opcode, data = message
+                if not data:
+                    continue
+                channel, payload = data[0], data[1:]
+                if channel == ERROR:
+                    if payload:
+                        self.status = _json(payload) or {
+                            "message": payload.decode(errors="replace")
+                        }
+                elif channel in (STDOUT, STDERR) and payload:
+                    yield channel, payload
+        finally:
+            self._stopped.set()
 
     def exit_code(self) -> int:
         """After ``frames()`` ended: the remote exit code, or an error that says why not."""
         if self.status is None:
+            if self.presumed_dead is not None:
+                k = self.presumed_dead
+                raise TransportError(
+                    f"exec into {self.target.pod}: no answer from the API server for "
+                    f"{k.count_max} pings {k.interval:g}s apart; the connection is presumed "
+                    "dead (-o ServerAliveInterval, -o ServerAliveCountMax)"
+                )
             raise TransportError(
                 f"exec into {self.target.pod}: stream ended without an exit status"
             )
         return exit_code(self.status)
+
+    def start_heartbeat(
+        self, keepalive: Keepalive, nudge: Callable[[], None] | None = None
+    ) -> None:
+        """Keep the stream alive and watch it (module docstring), from a daemon thread.
+
+        ``nudge`` is called every interval: it must send data the remote side ignores.
+        """
+        if keepalive.interval <= 0:
+            return
+        threading.Thread(
+            target=self._beat, args=(keepalive, nudge), name="kubexec-heartbeat", daemon=True
+        ).start()
+
+    def _beat(self, keepalive: Keepalive, nudge: Callable[[], None] | None) -> None:
+        ws = self._ws
+        seen = ws.received_at
+        missed = 0
+        while not self._stopped.wait(keepalive.interval):
+            if ws.closed:
+                return
+            try:
+                if nudge is not None:
+                    nudge()
+                if ws.received_at != seen:
+                    seen, missed = ws.received_at, 0
+                if time.monotonic() - seen < keepalive.interval:
+                    continue
+                if missed >= keepalive.count_max:
+                    logger.debug("no answer to %d pings: aborting the connection", missed)
+                    self.presumed_dead = keepalive
+                    ws.abort()
+                    return
+                # A send that blocks here (the server not reading: back-pressure) is not
+                # counted: only pings that went out and got no answer are.
+                ws.ping()
+                missed += 1
+            except (K8smpiError, OSError) as e:  # the reader will see the broken connection
+                logger.debug("heartbeat stopped: %s", e)
+                return
 
     def abort(self) -> None:
         """Drop the connection at once, without a close handshake (the remote sees stdin EOF).
 
         Safe from another thread while one is blocked in :meth:`frames`.
         """
+        self._stopped.set()
         self._ws.abort()
 
     def close(self) -> None:
+        self._stopped.set()
         try:
             self._ws.close()
         except OSError:

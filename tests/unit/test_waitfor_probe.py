@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from k8smpi_runtime.errors import ForbiddenError, TransportError
+from k8smpi_runtime.kube import websocket as ws
+from k8smpi_runtime.kube.config import ClientConfig
 from k8smpi_runtime.waitfor import probe
 from tests.unit.podfactory import make_pod
 
 if TYPE_CHECKING:
-    from k8smpi_runtime.kube.config import ClientConfig
     from k8smpi_runtime.kube.exec import ExecTarget
 
 CONFIG = cast("ClientConfig", object())
@@ -54,3 +57,21 @@ def test_a_broken_stream_is_a_failed_pod_and_403_is_denied() -> None:
         "--exec-probe: service account ns1/launcher may not exec into pod a in namespace ns1 "
         "(--exec-probe needs pods/exec: create, get)"
     )
+
+
+def test_a_server_breaking_the_websocket_framing_is_a_failed_pod_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The real exec code over a socketpair whose "API server" sends a 2**63-1 byte frame.
+    client, server = socket.socketpair()
+
+    def connect(*_args: object, **_kwargs: object) -> ws.WebSocket:
+        return ws.WebSocket(client, ws._Reader(client), "v5.channel.k8s.io")  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "connect", connect)
+    server.sendall(struct.pack("!BBQ", 0x82, 127, 2**63 - 1))
+    config = ClientConfig(server="https://kube.test:6443", namespace="ns1", source="test")
+    result = probe.probe_pod(config, "ns1", make_pod("a"), container=None, timeout=5)
+    assert result.row is not None
+    assert result.row.why.startswith("exec probe: exec into a: stream broken: a frame over")
+    server.close()
