@@ -13,12 +13,17 @@ name that works in one works in all. Accepted forms::
 A name is first taken as a pod name (StatefulSet pods: hostname == pod name); pods of Indexed
 Jobs and JobSets have a ``spec.hostname`` that differs from the pod name and are found by
 ``spec.hostname`` + ``spec.subdomain``. The cluster domain is whatever follows ``svc``: nothing
-here assumes ``cluster.local``.
+here assumes ``cluster.local``. Every label must be a DNS label (letters, digits, ``-``): a
+name with ``/``, ``%``, ``?`` or ``_`` cannot be a pod's and never reaches a URL.
+
+An IP never matches a ``hostNetwork`` pod: such a pod has its node's address, which every other
+hostNetwork pod of that node shares, so the address does not name it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 Pod = dict[str, Any]
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
 class HostError(ValueError):
@@ -73,6 +80,8 @@ def parse_host(text: str) -> HostRef:
     labels = host.split(".")
     if any(not label for label in labels):
         raise HostError(f"malformed host name {original!r}")
+    if not all(_LABEL.match(label) for label in labels):
+        raise HostError(f"{original!r} is not a host name (DNS labels: a-z, 0-9 and '-')")
     name = labels[0]
     subdomain = labels[1] if len(labels) > 1 else None
     namespace = labels[2] if len(labels) > 2 else None
@@ -87,10 +96,12 @@ def parse_host(text: str) -> HostRef:
 def matches(ref: HostRef, pod: Pod) -> bool:
     """Whether ``pod`` is what ``ref`` names (namespace is the caller's concern)."""
     status = pod.get("status") or {}
+    spec = pod.get("spec") or {}
     if ref.ip is not None:
+        if spec.get("hostNetwork"):
+            return False
         ips = {status.get("podIP")} | {p.get("ip") for p in status.get("podIPs") or []}
         return any(_same_ip(ref.ip, ip) for ip in ips if ip)
-    spec = pod.get("spec") or {}
     meta = pod.get("metadata") or {}
     hostname = spec.get("hostname")
     subdomain = spec.get("subdomain")
@@ -104,9 +115,16 @@ def matches(ref: HostRef, pod: Pod) -> bool:
 
 def find(ref: HostRef, pods: Iterable[Pod]) -> Pod | None:
     """The pod ``ref`` names among ``pods``; a live pod wins over one being deleted."""
-    found = [p for p in pods if matches(ref, p)]
-    found.sort(key=lambda p: bool((p.get("metadata") or {}).get("deletionTimestamp")))
+    found = candidates(ref, pods)
     return found[0] if found else None
+
+
+def candidates(ref: HostRef, pods: Iterable[Pod]) -> list[Pod]:
+    """The pods ``ref`` names among ``pods``: the live ones, or (none live) those being
+    deleted. More than one means the name is ambiguous there."""
+    found = [p for p in pods if matches(ref, p)]
+    live = [p for p in found if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    return live or found
 
 
 def _same_ip(a: str, b: str) -> bool:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, NoReturn
 from k8smpi_runtime import __version__, hosts
 from k8smpi_runtime.errors import K8smpiError
 from k8smpi_runtime.kube import config as kconfig
+from k8smpi_runtime.kube import exec as kexec
 from k8smpi_runtime.kubexec import (
     failures,
     identity,
@@ -140,10 +141,16 @@ def run(inv: sshargs.Invocation, env: Mapping[str, str]) -> int:
         " ".join(inv.ignored) or "-",
     )
     api = wire.Connection(cfg, timeout=connect_timeout)
-    try:
-        pod = retrying.call(
-            lambda: resolve.find_pod(api, ref, namespace), policy, what=f"finding {inv.host}"
+
+    def lookup() -> resolve.Pod:
+        scope = resolve.scope_for(
+            api, explicit=inv.job_selector, in_cluster=cfg.in_cluster, token=cfg.token
         )
+        logger.debug("scope: %s", scope.describe())
+        return resolve.find_pod(api, ref, namespace, scope)
+
+    try:
+        pod = retrying.call(lookup, policy, what=f"finding {inv.host}")
     except BaseException:
         api.close()
         raise
@@ -166,6 +173,7 @@ def run(inv: sshargs.Invocation, env: Mapping[str, str]) -> int:
         mode=mode,
         shell=inv.shell,
         grace=inv.grace,
+        keepalive=kexec.Keepalive(inv.server_alive_interval, inv.server_alive_count_max),
     )
     # The exec goes over the connection the lookup used: one TLS handshake per call.
     code = session.run(
@@ -208,8 +216,19 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def _close_inherited_fds() -> None:
-    """ssh's ``closefrom(STDERR_FILENO + 1)`` (close_range(2) where the kernel has it)."""
-    os.closerange(3, _max_fd())
+    """ssh's ``closefrom(STDERR_FILENO + 1)``, by the open descriptors /proc lists: never a
+    loop up to ``RLIMIT_NOFILE``, which containers often set to 2**30 (seconds of close(2)
+    calls where close_range(2) is missing or filtered by seccomp)."""
+    try:
+        names = os.listdir("/proc/self/fd")  # noqa: PTH208 - names are all it needs
+    except OSError:
+        os.closerange(3, min(_max_fd(), 65536))  # no /proc: a bounded best effort
+        return
+    for name in names:  # includes the listing's own fd, closed by then: EBADF is fine
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _max_fd() -> int:

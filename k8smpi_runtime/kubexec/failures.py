@@ -40,18 +40,36 @@ def subject(user: str) -> str:
 def token_subject(token: str | None) -> str | None:
     """The ``sub`` claim of a JWT bearer token (service-account tokens are JWTs), unverified:
     only to name who was refused when the API server's message does not."""
-    if not token or token.count(".") != 2:
+    sub = _claims(token).get("sub")
+    return sub if isinstance(sub, str) else None
+
+
+def token_pod(token: str | None) -> tuple[str, str] | None:
+    """``(namespace, pod name)`` a bound service-account token was issued for, unverified (the
+    API server checks the token; this only says which pod to read kubexec's own labels from)."""
+    k8s = _claims(token).get("kubernetes.io")
+    if not isinstance(k8s, dict):
         return None
-    import base64  # noqa: PLC0415 - only refusals need it
+    pod = k8s.get("pod")
+    namespace = k8s.get("namespace")
+    name = pod.get("name") if isinstance(pod, dict) else None
+    if isinstance(namespace, str) and isinstance(name, str) and namespace and name:
+        return namespace, name
+    return None
+
+
+def _claims(token: str | None) -> dict[str, object]:
+    if not token or token.count(".") != 2:
+        return {}
+    import base64  # noqa: PLC0415 - only refusals and in-cluster scopes need it
     import json  # noqa: PLC0415
 
     payload = token.split(".")[1]
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except ValueError:
-        return None
-    sub = claims.get("sub") if isinstance(claims, dict) else None
-    return sub if isinstance(sub, str) else None
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def explain(

@@ -1,28 +1,38 @@
-"""The pod a host word names: :func:`namespace_for`, then :func:`find_pod`.
+"""The pod a host word names: :func:`namespace_for`, :func:`scope_for`, then :func:`find_pod`.
 
 Namespace, first match wins: the host's FQDN (``w-0.sub.<ns>.svc...``), ``--namespace`` /
 ``KUBEXEC_NAMESPACE``, the in-cluster service-account namespace, the kubeconfig context's.
 
+Scope (which pods may be taken at all; :class:`Scope`): ``--job-selector`` /
+``KUBEXEC_SELECTOR``, else -- in a pod -- the ``k8smpi.dev/job`` label of kubexec's own pod
+(named by its service-account token; one GET), else any pod of the namespace. With a scope,
+every lookup asks the API server for the scope's pods only: a pod of another job, or a decoy
+given the job's host name and subdomain, is never found, and so never receives the command.
+
 Requests, fewest first (see :mod:`k8smpi_runtime.hosts` for the forms):
 
-- a name: one GET of the pod by that name (StatefulSet pods: hostname == pod name). Only when
-  there is no such pod, or it is not in the subdomain the host names, one list of the
-  namespace's pods, matched by ``spec.hostname`` + ``spec.subdomain`` (Indexed Jobs, JobSets);
+- a name: one request for the pod of that name (a GET; with a scope, a list of the scope's pods
+  with ``fieldSelector=metadata.name=<name>``). Only when there is no such pod, or it is not in
+  the subdomain the host names, one list of the scope's (or namespace's) pods, matched by
+  ``spec.hostname`` + ``spec.subdomain`` (Indexed Jobs, JobSets);
 - an IP: one list with ``fieldSelector=status.podIP=<ip>``; then, if that finds nothing (an
   IPv6 address written another way, a secondary ``podIPs`` entry), one plain list.
+  ``hostNetwork`` pods never match an IP.
 
-A pod that is not found, or not Running, is a :class:`PodNotFound` / :class:`PodNotRunning`.
+A search that matches more than one live pod is refused (:class:`AmbiguousHost`): taking the
+first would let whoever sorts first receive the command. A pod that is not found, or not
+Running, is a :class:`PodNotFound` / :class:`PodNotRunning`.
 """
 
 from __future__ import annotations
 
 import logging
-import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from k8smpi_runtime import hosts
 from k8smpi_runtime.errors import ApiError, K8smpiError, NotFoundError
+from k8smpi_runtime.kube.exec import quote
 from k8smpi_runtime.kubexec import failures
 
 if TYPE_CHECKING:
@@ -32,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 Pod = dict[str, Any]
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+JOB_LABEL = "k8smpi.dev/job"
+"""The label every object of one job carries (deploy/): kubexec's default scope in a pod."""
 
 
 class PodNotFound(K8smpiError):
@@ -40,6 +52,10 @@ class PodNotFound(K8smpiError):
 
 class PodNotRunning(K8smpiError):
     """The pod exists but is not (yet, or any more) Running."""
+
+
+class AmbiguousHost(K8smpiError):
+    """More than one live pod answers to the host name."""
 
 
 class PodApi(Protocol):
@@ -61,6 +77,17 @@ class Target:
     container: str | None
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The pods a lookup may take: those matching ``selector`` (None: any)."""
+
+    selector: str | None = None
+    source: str = "no scope"
+
+    def describe(self) -> str:
+        return f"{self.selector} ({self.source})" if self.selector else "any pod"
+
+
 def namespace_for(
     ref: hosts.HostRef, *, explicit: str | None, in_cluster: str | None, configured: str
 ) -> str:
@@ -68,19 +95,38 @@ def namespace_for(
     return ref.namespace or explicit or in_cluster or configured
 
 
-def find_pod(api: PodApi, ref: hosts.HostRef, namespace: str) -> Pod:
-    """The pod ``ref`` names in ``namespace``, Running; raises PodNotFound / PodNotRunning."""
-    pods_path = f"/api/v1/namespaces/{urllib.parse.quote(namespace)}/pods"
+def scope_for(api: PodApi, *, explicit: str | None, in_cluster: bool, token: str | None) -> Scope:
+    """The scope by the precedence in this module's docstring (``in_cluster``: the token is
+    this pod's own service-account token)."""
+    if explicit:
+        return Scope(explicit, "--job-selector / KUBEXEC_SELECTOR")
+    own = failures.token_pod(token) if in_cluster else None
+    if own is None:
+        return Scope()
+    namespace, name = own
+    pod = _get(api, f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}", namespace)
+    job = ((pod or {}).get("metadata") or {}).get("labels", {}).get(JOB_LABEL)
+    if not job:
+        logger.debug("own pod %s/%s has no %s label: no scope", namespace, name, JOB_LABEL)
+        return Scope()
+    return Scope(f"{JOB_LABEL}={job}", f"the {JOB_LABEL} label of this pod, {name}")
+
+
+def find_pod(api: PodApi, ref: hosts.HostRef, namespace: str, scope: Scope | None = None) -> Pod:
+    """The pod ``ref`` names in ``namespace`` within ``scope``, Running; raises PodNotFound,
+    AmbiguousHost or PodNotRunning."""
+    scope = scope or Scope()
+    pods_path = f"/api/v1/namespaces/{quote(namespace)}/pods"
     pod: Pod | None = None
     if ref.ip is None and ref.name is not None:
-        pod = _get(api, f"{pods_path}/{urllib.parse.quote(ref.name)}", namespace)
+        pod = _by_name(api, pods_path, ref.name, namespace, scope)
         if pod is not None and not hosts.matches(ref, pod):
             logger.debug("pod %s is not in subdomain %s; listing", ref.name, ref.subdomain)
             pod = None
     if pod is None:
-        pod = _search(api, ref, pods_path, namespace)
+        pod = _search(api, ref, pods_path, namespace, scope)
     if pod is None:
-        raise PodNotFound(f"no pod {_described(ref)} in namespace {namespace}")
+        raise PodNotFound(_not_found(api, ref, pods_path, namespace, scope))
     phase = (pod.get("status") or {}).get("phase") or "Unknown"
     if phase != "Running":
         raise PodNotRunning(
@@ -100,15 +146,54 @@ def container_of(pod: Pod, explicit: str | None) -> str | None:
     return str(containers[0]["name"]) if containers else None
 
 
-def _search(api: PodApi, ref: hosts.HostRef, pods_path: str, namespace: str) -> Pod | None:
+def _by_name(api: PodApi, pods_path: str, name: str, namespace: str, scope: Scope) -> Pod | None:
+    if scope.selector is None:
+        return _get(api, f"{pods_path}/{quote(name)}", namespace)
+    params = {"labelSelector": scope.selector, "fieldSelector": f"metadata.name={name}"}
+    items = _list(api, pods_path, namespace, params)
+    return items[0] if items else None
+
+
+def _search(
+    api: PodApi, ref: hosts.HostRef, pods_path: str, namespace: str, scope: Scope
+) -> Pod | None:
+    params = {"labelSelector": scope.selector} if scope.selector else {}
     if ref.ip is not None:
-        items = _list(api, pods_path, namespace, {"fieldSelector": f"status.podIP={ref.ip}"})
-        found = hosts.find(ref, items)
+        by_ip = {**params, "fieldSelector": f"status.podIP={ref.ip}"}
+        items = _list(api, pods_path, namespace, by_ip)
+        found = _one(ref, items, namespace)
         if found is not None:
             return found
-    items = _list(api, pods_path, namespace)
+    items = _list(api, pods_path, namespace, params)
     logger.debug("listed %d pods in %s for %s", len(items), namespace, ref.text)
-    return hosts.find(ref, items)
+    return _one(ref, items, namespace)
+
+
+def _one(ref: hosts.HostRef, items: list[Pod], namespace: str) -> Pod | None:
+    found = hosts.candidates(ref, items)
+    if len(found) > 1:
+        names = ", ".join(sorted(str(p["metadata"]["name"]) for p in found))
+        raise AmbiguousHost(
+            f"host {ref.text} matches {len(found)} pods in namespace {namespace} ({names}); "
+            "give the pod name, or narrow with --job-selector"
+        )
+    return found[0] if found else None
+
+
+def _not_found(
+    api: PodApi, ref: hosts.HostRef, pods_path: str, namespace: str, scope: Scope
+) -> str:
+    where = f"in namespace {namespace}"
+    if scope.selector is None:
+        return f"no pod {_described(ref)} {where}"
+    # Say so when the name exists outside the scope: a pod of another job, or a decoy.
+    other = _get(api, f"{pods_path}/{quote(ref.name)}", namespace) if ref.name else None
+    if other is not None and hosts.matches(ref, other):
+        return (
+            f"pod {namespace}/{ref.name} is not one of this job's pods (selector "
+            f"{scope.describe()}); not using it"
+        )
+    return f"no pod {_described(ref)} {where} among this job's pods ({scope.describe()})"
 
 
 def _get(api: PodApi, path: str, namespace: str) -> Pod | None:

@@ -1,9 +1,11 @@
 """Retries of transient API failures while kubexec connects: :func:`call`.
 
 Transient: connection refused or reset, a timeout, a DNS failure, HTTP 429 (honouring
-``Retry-After``) and 5xx. Permanent, never retried: 401/403/404 and every other answer, TLS
-verification failures, and anything after the exec stream is open (the command may be
-running: it is not retried, ever).
+``Retry-After``) and 5xx -- each before any byte of the request reached the server, or
+answered by it with an HTTP status. Permanent, never retried: 401/403/404 and every other
+answer, TLS verification failures, and an exec request that went out without an HTTP answer
+coming back or anything after the exec stream is open (the command may be running: it is
+not retried, ever; the remote wrapper also refuses a second start of a session id).
 
 The budget follows ssh's options: ``-o ConnectionAttempts=N`` tries in all (default
 :data:`DEFAULT_ATTEMPTS`), within ``-o ConnectTimeout=S`` seconds for the whole connect phase
@@ -55,7 +57,7 @@ def transient(error: BaseException) -> bool:
     """Whether ``error`` is worth another try."""
     if isinstance(error, ApiError):
         return error.transient
-    if not isinstance(error, TransportError):
+    if not isinstance(error, TransportError) or not error.retryable:
         return False
     cause = error.__cause__
     if isinstance(cause, ssl.SSLCertVerificationError):

@@ -1,23 +1,25 @@
-"""One kubexec run in a pod: open the exec(s), pump the streams, return the remote exit code.
+"""One kubexec run in a pod: open the exec, pump the streams, return the remote exit code.
 
-Three modes (see :mod:`k8smpi_runtime.kubexec.remote` for the remote half):
+Three modes (see :mod:`k8smpi_runtime.kubexec.remote` for the remote half), one exec each:
 
 - ``lifeline`` (stdin not forwarded: ``-n``, stdin is /dev/null, or ``--no-forward-stdin``;
-  what MPI launchers give their agent): one exec, opened with stdin, on which nothing is ever
-  sent. When kubexec goes away for any reason the server closes the command's stdin and the
-  wrapper tears the session down.
-- ``forward`` (local stdin is forwarded, as ssh does): first a tiny *guard* exec that is the
-  lifeline, then the command's exec, whose stdin gets local stdin and, on EOF, a v5 CLOSE.
-  After the command's status arrived the guard is told ``done``.
+  what MPI launchers give their agent): the exec's stdin carries the wrapper's preamble, then
+  only keepalives. When kubexec goes away for any reason the runtime closes that stdin and
+  the wrapper tears the session down.
+- ``forward`` (local stdin is forwarded, as ssh does): the same, with local stdin sent as
+  frames after the preamble and its end as an end frame. The exec's stdin itself is never
+  half-closed, so it stays the lifeline, and the framing works alike on ``v5`` and on ``v4``
+  servers (which cannot half-close, kubernetes#89899).
 - ``tty``: one exec with a terminal; local stdin in raw mode, window size and resizes sent.
 
 stdout and stderr are written to fds 1 and 2 as raw bytes, frame by frame, unbuffered.
-Nothing is retried once an exec stream is open.
+Nothing is retried once an exec request has gone out without an HTTP answer (the command may
+be running; the wrapper also refuses a second start of the same session id).
 
-v4 (servers without ``v5.channel.k8s.io``) cannot half-close stdin. The lifeline and tty
-modes never need to; ``forward`` then becomes ``framed``: stdin travels in length-prefixed
-frames with an end frame, decoded by the remote wrapper, so EOF still arrives (the guard's
-handshake tells which protocol the server speaks before the command's exec is opened).
+Every exec gets a heartbeat (:meth:`~k8smpi_runtime.kube.exec.ExecStream.start_heartbeat`):
+a keepalive on stdin (or, with a terminal, a resize to the same size) every
+``ServerAliveInterval`` seconds, which keeps the runtime's stream idle timeout away, and pings
+that find a dead connection within ``(ServerAliveCountMax + 2) x ServerAliveInterval``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import os
 import signal
 import stat
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -48,8 +50,6 @@ logger = logging.getLogger(__name__)
 Mode = Literal["lifeline", "forward", "tty"]
 
 READ_SIZE = 64 * 1024
-GUARD_STOP_WAIT = 2.0
-"""Seconds to wait for the guard to acknowledge ``done`` before closing its stream."""
 
 
 class OutputClosed(K8smpiError):
@@ -66,6 +66,7 @@ class Request:
     mode: Mode
     shell: str = "/bin/sh"
     grace: float = 5.0
+    keepalive: kexec.Keepalive = field(default_factory=kexec.Keepalive)
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,8 @@ def run(
 ) -> int:
     """Run ``request``; the remote exit code, or a K8smpiError for everything else.
 
-    ``sock``: an idle keep-alive connection to the API server for the first exec to take
-    over (the one the pod lookup used); later execs and retries open their own.
+    ``sock``: an idle keep-alive connection to the API server for the exec to take over (the
+    one the pod lookup used); a retry opens its own.
     """
     runner = _Runner(
         config,
@@ -147,48 +148,41 @@ class _Runner:
     # -- the modes ----------------------------------------------------------------------------
 
     def lifeline(self) -> int:
-        stream = self._open(self._argv("lifeline"), stdin=True, tty=False)
+        return self._piped("lifeline")
+
+    def forward(self) -> int:
+        return self._piped("forward")
+
+    def _piped(self, mode: remote.StdinMode) -> int:
+        launch = self._launch(mode)
+        stream = self._open(launch.argv, stdin=True, tty=False)
         try:
+            stream.write_stdin(launch.preamble)
+            stream.start_heartbeat(
+                self.request.keepalive, nudge=lambda: stream.write_stdin(remote.KEEPALIVE)
+            )
+            if mode == "forward":
+                _start_stdin_pump(stream, self.streams.stdin, framed=True)
             self._pump_output(stream.frames())
             return stream.exit_code()
         finally:
             stream.abort()
             stream.close()
 
-    def forward(self) -> int:
-        argv = remote.build_guard_argv(session_id=self.session_id, grace=self.request.grace)
-        guard = self._open(argv, stdin=True, tty=False, what="lifeline exec")
-        try:
-            guard_frames = guard.frames()
-            _await_ready(guard, guard_frames)
-            guard_done = _drain_in_thread(guard_frames, "kubexec-guard")
-            framed = not guard.can_close_stdin
-            mode: remote.StdinMode = "framed" if framed else "forward"
-            stream = self._open(self._argv(mode), stdin=True, tty=False)
-            try:
-                _start_stdin_pump(stream, self.streams.stdin, framed=framed)
-                self._pump_output(stream.frames())
-                code = stream.exit_code()
-            finally:
-                stream.abort()
-                stream.close()
-            # The command is over: stand the guard down, so its teardown does not run.
-            guard.write_stdin(b"done\n")
-            guard.close_stdin()
-            guard_done.wait(GUARD_STOP_WAIT)
-            return code
-        finally:
-            guard.abort()
-            guard.close()
-
     def tty(self) -> int:
-        stream = self._open(self._argv("tty"), stdin=True, tty=True)
+        launch = self._launch("tty")
+        stream = self._open(launch.argv, stdin=True, tty=True)
         fd = self.streams.stdin
         restore: Callable[[], None] | None = None
+        window: _Window | None = None
         try:
             if os.isatty(fd):
                 restore = _raw_mode(fd)
-                _watch_window(stream, fd)
+                window = _Window(stream, fd)
+            # A resize to the same size changes nothing in the pod but is data for the runtime.
+            stream.start_heartbeat(
+                self.request.keepalive, nudge=window.resend if window is not None else None
+            )
             _start_stdin_pump(stream, fd)
             self._pump_output(stream.frames())
             return stream.exit_code()
@@ -200,9 +194,9 @@ class _Runner:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _argv(self, mode: remote.StdinMode) -> list[str]:
+    def _launch(self, mode: remote.StdinMode) -> remote.Launch:
         ident = self.request.identity
-        return remote.build_remote_argv(
+        return remote.build(
             command=self.request.command,
             grace=self.request.grace,
             uid=ident.uid,
@@ -210,7 +204,7 @@ class _Runner:
             groups=ident.groups,
             session_id=self.session_id,
             shell=self.request.shell,
-            stdin=mode,
+            mode=mode,
         )
 
     def _open(
@@ -265,47 +259,12 @@ class _Runner:
             _write_all(out if channel == kexec.STDOUT else err, payload)
 
 
-def _await_ready(guard: kexec.ExecStream, frames: Iterator[tuple[int, bytes]]) -> None:
-    """Read the guard's stdout until its ``ready`` line."""
-    seen = b""
-    for channel, payload in frames:
-        if channel == kexec.STDOUT:
-            seen += payload
-            if b"ready\n" in seen:
-                return
-        else:
-            logger.debug("lifeline exec stderr: %r", payload)
-    code = "none"
-    try:
-        code = str(guard.exit_code())
-    except K8smpiError as e:
-        code = str(e)
-    raise TransportError(f"the lifeline exec ended before it was ready (status: {code})")
-
-
-def _drain_in_thread(frames: Iterator[tuple[int, bytes]], name: str) -> threading.Event:
-    """Read (and answer pings on) a stream nobody else reads; the event is set when it ends."""
-    done = threading.Event()
-
-    def drain() -> None:
-        try:
-            for _ in frames:
-                pass
-        except K8smpiError as e:
-            logger.debug("%s: %s", name, e)
-        finally:
-            done.set()
-
-    threading.Thread(target=drain, name=name, daemon=True).start()
-    return done
-
-
 def _start_stdin_pump(stream: kexec.ExecStream, fd: int, *, framed: bool = False) -> None:
     """Forward ``fd`` to the exec's stdin in a daemon thread.
 
-    EOF becomes a v5 CLOSE; with ``framed`` (v4) every chunk is sent as ``<length>\\n`` plus
-    the bytes and EOF as ``0\\n``, for the wrapper's decoder. Without either (a v4 tty), EOF
-    cannot be passed on and is only logged.
+    With ``framed`` (the wrapper's ``forward`` mode) every chunk is sent as a frame and EOF as
+    the end frame. Without (a tty), EOF becomes a v5 CLOSE; on v4 it cannot be passed on and
+    is only logged.
     """
 
     def pump() -> None:
@@ -320,13 +279,13 @@ def _start_stdin_pump(stream: kexec.ExecStream, fd: int, *, framed: bool = False
                     data = b""
                 if not data:
                     if framed:
-                        stream.write_stdin(b"0\n")
+                        stream.write_stdin(remote.END_OF_INPUT)
                     elif stream.can_close_stdin:
                         stream.close_stdin()
                     else:
                         logger.debug("%s cannot pass stdin EOF on", stream.protocol)
                     return
-                stream.write_stdin(b"%d\n%s" % (len(data), data) if framed else data)
+                stream.write_stdin(remote.frame(data) if framed else data)
         except K8smpiError as e:
             logger.debug("forwarding stdin stopped: %s", e)
 
@@ -359,20 +318,30 @@ def _raw_mode(fd: int) -> Callable[[], None]:
     return restore
 
 
-def _watch_window(stream: kexec.ExecStream, fd: int) -> None:
-    """Send the window size now and after every SIGWINCH (from a thread, never the handler)."""
-    changed = threading.Event()
+class _Window:
+    """The local terminal's size: sent now, after every SIGWINCH (from a thread, never the
+    handler), and again on :meth:`resend` (the heartbeat's nudge)."""
 
-    def send_size() -> None:
+    def __init__(self, stream: kexec.ExecStream, fd: int) -> None:
+        self.stream = stream
+        self.fd = fd
+        self.size: tuple[int, int] | None = None
+        self._changed = threading.Event()
+        signal.signal(signal.SIGWINCH, lambda _signum, _frame: self._changed.set())
+        threading.Thread(target=self._follow, name="kubexec-winch", daemon=True).start()
+
+    def _follow(self) -> None:
         while True:
             try:
-                size = os.get_terminal_size(fd)
-                stream.resize(size.columns, size.lines)
+                size = os.get_terminal_size(self.fd)
+                self.size = (size.columns, size.lines)
+                self.stream.resize(*self.size)
             except (OSError, K8smpiError) as e:
                 logger.debug("window size: %s", e)
                 return
-            changed.wait()
-            changed.clear()
+            self._changed.wait()
+            self._changed.clear()
 
-    signal.signal(signal.SIGWINCH, lambda _signum, _frame: changed.set())
-    threading.Thread(target=send_size, name="kubexec-winch", daemon=True).start()
+    def resend(self) -> None:
+        if self.size is not None:
+            self.stream.resize(*self.size)

@@ -18,6 +18,8 @@ accepted. Those that mean something here are mapped; the rest are kept in
 - ``-q``: quiet; ``-v``: verbose (repeatable); ``-E file``: log to a file;
 - ``-o ConnectTimeout=N`` (seconds, or ssh's ``1m30s`` form; 0 means none),
   ``-o ConnectionAttempts=N``;
+- ``-o ServerAliveInterval=N`` (seconds or ssh's form; kubexec's default is 30, not ssh's 0;
+  0 turns keepalives and dead-peer detection off), ``-o ServerAliveCountMax=N`` (default 3);
 - ``-p port`` and ``-o Port=``: checked and kept, but unused (there is no port in pods/exec);
 - ``-V``: print the version.
 
@@ -38,6 +40,7 @@ option                environment             meaning
 ``--context NAME``    ``KUBEXEC_CONTEXT``     kubeconfig context
 ``--shell PATH``      ``KUBEXEC_SHELL``       remote shell that runs the command (``/bin/sh``)
 ``--grace SECONDS``   ``KUBEXEC_GRACE``       time between TERM and KILL on disconnect (5)
+``--job-selector SEL`` ``KUBEXEC_SELECTOR``   take only pods matching this label selector
 ``--[no-]forward-stdin`` ``KUBEXEC_FORWARD_STDIN`` forward local stdin (default: auto)
 ``--help``, ``--version``                     print and exit
 ===================== ======================= =============================================
@@ -73,13 +76,16 @@ _FLAGS = frozenset(SSH_OPTSTRING.replace(":", "")) - _WITH_ARG
 
 DEFAULT_SHELL = "/bin/sh"
 DEFAULT_GRACE = 5.0
+DEFAULT_SERVER_ALIVE_INTERVAL = 30.0
+DEFAULT_SERVER_ALIVE_COUNT_MAX = 3
 
 USAGE = """\
 usage: kubexec [ssh-options] [kubexec-options] [user@]host [ssh-options] [--] [command ...]
 
 Runs command (or a shell) in the pod named by host, through the Kubernetes pods/exec API,
 the way ssh would. Accepts every OpenSSH client option; uses -l -n -q -t -T -v -E -p and
--o User/ConnectTimeout/ConnectionAttempts/RequestTTY/Port, ignores the others.
+-o User/ConnectTimeout/ConnectionAttempts/RequestTTY/Port/ServerAliveInterval (default 30)
+/ServerAliveCountMax (3), ignores the others.
 
 kubexec-options (before the host; flag beats environment variable):
   --namespace NS           KUBEXEC_NAMESPACE      namespace (else from host FQDN, pod, kubeconfig)
@@ -88,6 +94,8 @@ kubexec-options (before the host; flag beats environment variable):
   --context NAME           KUBEXEC_CONTEXT        kubeconfig context
   --shell PATH             KUBEXEC_SHELL          remote shell for the command (/bin/sh)
   --grace SECONDS          KUBEXEC_GRACE          TERM-to-KILL delay on disconnect (5)
+  --job-selector SEL       KUBEXEC_SELECTOR       only pods with these labels (default in a
+                                                  pod: its own k8smpi.dev/job label)
   --[no-]forward-stdin     KUBEXEC_FORWARD_STDIN  forward local stdin (auto: unless -n or
                                                   stdin is /dev/null)
   --help, --version
@@ -140,6 +148,12 @@ class Invocation:
     forward_stdin: bool | None = None
     """``--forward-stdin`` / ``--no-forward-stdin``. ``None`` means auto: forward unless
     :attr:`stdin_null` is set or local stdin is /dev/null."""
+    job_selector: str | None = None
+    """``--job-selector`` / ``KUBEXEC_SELECTOR``: a label selector every pod taken must match."""
+    server_alive_interval: float = DEFAULT_SERVER_ALIVE_INTERVAL
+    """``-o ServerAliveInterval``: seconds between keepalives and liveness pings; 0 is off."""
+    server_alive_count_max: int = DEFAULT_SERVER_ALIVE_COUNT_MAX
+    """``-o ServerAliveCountMax``: unanswered pings after which the connection is dead."""
     ignored: tuple[str, ...] = ()
     """The ssh options that were accepted but have no meaning here, e.g. ``-x`` or
     ``-o StrictHostKeyChecking=no``, for ``-v`` output."""
@@ -161,6 +175,8 @@ class _Draft:
     connect_timeout: float | None = None
     connect_timeout_set: bool = False
     connection_attempts: int | None = None
+    server_alive_interval: float | None = None
+    server_alive_count_max: int | None = None
     log_file: str | None = None
     ignored: list[str] = field(default_factory=list)
     long: dict[str, str] = field(default_factory=dict)
@@ -177,6 +193,7 @@ _VALUE_OPTIONS = {
     "context": "KUBEXEC_CONTEXT",
     "shell": "KUBEXEC_SHELL",
     "grace": "KUBEXEC_GRACE",
+    "job-selector": "KUBEXEC_SELECTOR",
 }
 _FLAG_OPTIONS = ("forward-stdin", "no-forward-stdin", "help", "version")
 
@@ -368,6 +385,19 @@ def _config_connection_attempts(value: str, draft: _Draft) -> None:
         draft.connection_attempts = int(value)
 
 
+def _config_server_alive_interval(value: str, draft: _Draft) -> None:
+    seconds = _ssh_time(value, "-o ServerAliveInterval")
+    if draft.server_alive_interval is None:
+        draft.server_alive_interval = seconds
+
+
+def _config_server_alive_count_max(value: str, draft: _Draft) -> None:
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"-o ServerAliveCountMax={value}: expected a whole number >= 1")
+    if draft.server_alive_count_max is None:
+        draft.server_alive_count_max = int(value)
+
+
 def _config_request_tty(value: str, draft: _Draft) -> None:
     mode = _REQUEST_TTY.get(value.lower())
     if mode is None:
@@ -383,6 +413,8 @@ _CONFIG_KEYS: dict[str, Callable[[str, _Draft], None]] = {
     "connecttimeout": _config_connect_timeout,
     "connectionattempts": _config_connection_attempts,
     "requesttty": _config_request_tty,
+    "serveraliveinterval": _config_server_alive_interval,
+    "serveralivecountmax": _config_server_alive_count_max,
 }
 
 
@@ -464,6 +496,13 @@ def _finish(draft: _Draft, *, host: str, command: str | None, env: Mapping[str, 
         shell=setting("shell") or DEFAULT_SHELL,
         grace=grace,
         forward_stdin=forward_stdin,
+        job_selector=setting("job-selector"),
+        server_alive_interval=(
+            DEFAULT_SERVER_ALIVE_INTERVAL
+            if draft.server_alive_interval is None
+            else draft.server_alive_interval
+        ),
+        server_alive_count_max=draft.server_alive_count_max or DEFAULT_SERVER_ALIVE_COUNT_MAX,
         ignored=tuple(draft.ignored),
     )
 

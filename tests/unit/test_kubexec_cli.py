@@ -8,8 +8,12 @@ tests/e2e/test_kubexec.py.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import pwd
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +30,12 @@ from k8smpi_runtime.errors import (
     api_error,
 )
 from k8smpi_runtime.kube import exec as kexec
+from k8smpi_runtime.kube.config import ClientConfig
 from k8smpi_runtime.kubexec import cli, failures, identity, resolve, retrying, session, sshargs
 
 JSON = dict[str, Any]
 NS = "team-a"
+CONFIG = ClientConfig(server="https://kube.test:6443", namespace=NS, source="test")
 
 
 def pod(
@@ -41,14 +47,19 @@ def pod(
     phase: str = "Running",
     containers: tuple[str, ...] = ("main",),
     annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    host_network: bool = False,
 ) -> JSON:
     spec: JSON = {"containers": [{"name": c} for c in containers]}
     if hostname:
         spec["hostname"] = hostname
     if subdomain:
         spec["subdomain"] = subdomain
+    if host_network:
+        spec["hostNetwork"] = True
+    meta = {"name": name, "namespace": NS, "annotations": annotations or {}, "labels": labels or {}}
     return {
-        "metadata": {"name": name, "namespace": NS, "annotations": annotations or {}},
+        "metadata": meta,
         "spec": spec,
         "status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}]},
     }
@@ -76,15 +87,25 @@ class FakeApi:
         self.calls.append(("list", path, dict(params or {})))
         if self.fail:
             raise self.fail
-        selector = dict(params or {}).get("fieldSelector", "")
-        if selector.startswith("status.podIP="):
-            ip = selector.split("=", 1)[1]
-            return [p for p in self.pods if p["status"]["podIP"] == ip], "1"
-        return list(self.pods), "1"
+        query = dict(params or {})
+        items = list(self.pods)
+        if query.get("labelSelector"):  # key=value only: what kubexec sends
+            key, _, value = query["labelSelector"].partition("=")
+            items = [p for p in items if p["metadata"]["labels"].get(key) == value]
+        field, _, value = query.get("fieldSelector", "").partition("=")
+        if field == "status.podIP":
+            items = [p for p in items if p["status"]["podIP"] == value]
+        elif field == "metadata.name":
+            items = [p for p in items if p["metadata"]["name"] == value]
+        return items, "1"
 
 
-def find(api: FakeApi, host: str) -> JSON:
-    return resolve.find_pod(api, hosts.parse_host(host), NS)
+def find(api: FakeApi, host: str, scope: resolve.Scope | None = None) -> JSON:
+    return resolve.find_pod(api, hosts.parse_host(host), NS, scope)
+
+
+JOB = resolve.Scope("k8smpi.dev/job=idxjob", "test")
+MINE = {"k8smpi.dev/job": "idxjob"}
 
 
 # -- resolution -------------------------------------------------------------------------------
@@ -121,6 +142,83 @@ def test_ip_uses_a_field_selector_then_a_plain_list() -> None:
     # A secondary address (dual stack): the selector misses, the plain list finds it.
     assert find(api, "[fd00:0::8]")["metadata"]["name"] == "b"
     assert [c[0] for c in api.calls] == ["list", "list"]
+
+
+# -- point 1: only the job's pods ----------------------------------------------------------
+
+
+def test_a_decoy_with_the_jobs_hostname_is_never_taken() -> None:
+    # The job: Indexed Job pods (hostname cnode-0, subdomain hpc). The decoy: a pod that sorts
+    # first, with the same hostname and subdomain, in the same namespace.
+    decoy = pod("aaa", hostname="cnode-0", subdomain="hpc", labels={"app": "decoy"})
+    worker = pod("idxjob-cnode-0-x7k2p", hostname="cnode-0", subdomain="hpc", labels=MINE)
+    api = FakeApi([decoy, worker])
+    assert find(api, "cnode-0.hpc", JOB)["metadata"]["name"] == "idxjob-cnode-0-x7k2p"
+    assert all(c[2].get("labelSelector") == JOB.selector for c in api.calls)
+    # A decoy named like the host itself (the GET path) is not taken either.
+    named = pod("cnode-0", subdomain="hpc", labels={"app": "decoy"})
+    api = FakeApi([named, worker])
+    assert find(api, "cnode-0.hpc", JOB)["metadata"]["name"] == "idxjob-cnode-0-x7k2p"
+    with pytest.raises(resolve.PodNotFound, match="is not one of this job's pods"):
+        find(FakeApi([named]), "cnode-0", JOB)
+
+
+def test_without_a_scope_an_ambiguous_host_is_refused() -> None:
+    decoy = pod("aaa", hostname="cnode-0", subdomain="hpc")
+    worker = pod("idxjob-cnode-0-x7k2p", hostname="cnode-0", subdomain="hpc")
+    with pytest.raises(resolve.AmbiguousHost) as info:
+        find(FakeApi([decoy, worker]), "cnode-0.hpc")
+    assert str(info.value) == (
+        f"host cnode-0.hpc matches 2 pods in namespace {NS} (aaa, idxjob-cnode-0-x7k2p); "
+        "give the pod name, or narrow with --job-selector"
+    )
+    # A pod being deleted does not make it ambiguous: the live one is meant.
+    decoy["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert (
+        find(FakeApi([decoy, worker]), "cnode-0.hpc")["metadata"]["name"]
+        == worker["metadata"]["name"]
+    )
+
+
+def test_host_network_pods_never_match_an_ip() -> None:
+    node = pod("node-exporter-x", ip="10.0.0.9", host_network=True)
+    api = FakeApi([node, pod("w-1", ip="10.0.0.10")])
+    with pytest.raises(resolve.PodNotFound, match=r"no pod with IP 10\.0\.0\.9"):
+        find(api, "10.0.0.9")
+    assert find(api, "10.0.0.10")["metadata"]["name"] == "w-1"
+
+
+def test_the_scope_in_a_pod_is_its_own_job_label() -> None:
+    claims = {"kubernetes.io": {"namespace": NS, "pod": {"name": "launcher-x", "uid": "u"}}}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    token = f"e30.{payload}.sig"
+    me = pod("launcher-x", labels={"k8smpi.dev/job": "idxjob"})
+    api = FakeApi([me])
+    scope = resolve.scope_for(api, explicit=None, in_cluster=True, token=token)
+    assert scope.selector == "k8smpi.dev/job=idxjob"
+    assert api.calls == [("get", f"/api/v1/namespaces/{NS}/pods/launcher-x", {})]
+    explicit = resolve.scope_for(api, explicit="app=x", in_cluster=True, token=token)
+    assert explicit.selector == "app=x"
+    assert resolve.scope_for(api, explicit=None, in_cluster=False, token=token).selector is None
+    unlabelled = FakeApi([pod("launcher-x")])
+    assert (
+        resolve.scope_for(unlabelled, explicit=None, in_cluster=True, token=token).selector is None
+    )
+
+
+@pytest.mark.parametrize("host", ["a/b", "x%2f..", "a?b", "pod_1", "../pods"])
+def test_host_words_that_cannot_be_names_never_reach_a_url(host: str) -> None:
+    with pytest.raises(hosts.HostError):
+        hosts.parse_host(host)
+
+
+def test_url_path_parts_are_quoted() -> None:
+    api = FakeApi([])
+    with pytest.raises(resolve.PodNotFound):
+        resolve.find_pod(api, hosts.parse_host("w-0"), "ns/../kube-system?x=1")
+    assert api.calls[0][1] == "/api/v1/namespaces/ns%2F..%2Fkube-system%3Fx%3D1/pods/w-0"
+    url = kexec.exec_url(CONFIG, kexec.ExecTarget("a/b", "p?q"), ["true"], stdin=False, tty=False)
+    assert "/api/v1/namespaces/a%2Fb/pods/p%3Fq/exec?" in url
 
 
 def test_missing_and_not_running_pods_are_named() -> None:
@@ -242,6 +340,18 @@ def test_a_status_without_exit_code_is_never_success(status: JSON) -> None:
         kexec.exit_code(status)
 
 
+@pytest.mark.parametrize("code", ["0", "256", "-1", "512", " 7x", ""])
+def test_a_failure_never_maps_to_zero(code: str) -> None:
+    # "256" would be 0 as a process exit status; "0" on a Failure is a contradiction.
+    status = {
+        "status": "Failure",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code}]},
+    }
+    with pytest.raises(kexec.ExecFailed):
+        kexec.exit_code(status)
+
+
 class _StreamWithoutStatus:
     """An exec stream cut before channel 3 spoke: what a dropped connection looks like."""
 
@@ -251,6 +361,13 @@ class _StreamWithoutStatus:
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         self.target = kexec.ExecTarget("ns", "p")
         self.status = None
+        self.presumed_dead = None
+
+    def write_stdin(self, data: bytes) -> None:
+        pass
+
+    def start_heartbeat(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
 
     def frames(self) -> Any:
         yield kexec.STDOUT, b"partial"
@@ -497,3 +614,66 @@ def test_permanent_failures_fail_at_once(status: int) -> None:
     with pytest.raises(ApiError):
         retrying.call(refused, retrying.Policy(attempts=5), what="t")
     assert tries == 1
+
+
+# -- point 11: closing inherited fds, by what is open ---------------------------------------------
+
+
+def test_inherited_fds_are_closed_by_listing_not_by_rlimit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Containers often set RLIMIT_NOFILE to 2**30: a loop (or closerange where close_range(2)
+    # is filtered) to it takes seconds per call. Only what is open is closed.
+    monkeypatch.setattr(os, "sysconf", lambda _name: 2**30)
+    ranges: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "closerange", lambda lo, hi: ranges.append((lo, hi)))
+    closed: list[int] = []
+    real_close = os.close
+
+    def close(fd: int) -> None:
+        closed.append(fd)  # pytest's own descriptors stay open: only ours are closed
+        if fd in (r, w, high):
+            real_close(fd)
+
+    monkeypatch.setattr(os, "close", close)
+    r, w = os.pipe()
+    high = os.dup2(w, 1000)
+    cli._close_inherited_fds()
+    assert ranges == []
+    assert {r, w, high} <= set(closed)
+    assert len(closed) < 100
+    for fd in (r, w, high):
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+@pytest.mark.timeout(60)
+def test_kubexec_closes_what_it_inherited() -> None:
+    # The real function in a child whose fd 7 is inherited, at the highest limit allowed here.
+    code = (
+        "import os, resource\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+        "os.dup2(2, 7)\n"
+        "from k8smpi_runtime.kubexec import cli\n"
+        "cli._close_inherited_fds()\n"
+        "try:\n    os.fstat(7)\nexcept OSError:\n    print('closed')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "closed\n"
+
+
+# -- keepalive options ------------------------------------------------------------------------
+
+
+def test_server_alive_options() -> None:
+    default = inv("h", "cmd")
+    assert (default.server_alive_interval, default.server_alive_count_max) == (30.0, 3)
+    set_ = inv("-o", "ServerAliveInterval=2", "-oServerAliveCountMax=5", "h", "cmd")
+    assert (set_.server_alive_interval, set_.server_alive_count_max) == (2.0, 5)
+    assert inv("-o", "serveraliveinterval 1m", "h").server_alive_interval == 60.0
+    assert inv("-o", "ServerAliveInterval=0", "h").server_alive_interval == 0.0  # off
+    with pytest.raises(sshargs.UsageError, match="ServerAliveCountMax=0"):
+        inv("-o", "ServerAliveCountMax=0", "h")
+    assert inv("--job-selector", "a=b", "h").job_selector == "a=b"
+    assert sshargs.parse(["h"], {"KUBEXEC_SELECTOR": "k8smpi.dev/job=x"}).job_selector == (
+        "k8smpi.dev/job=x"
+    )

@@ -1,6 +1,6 @@
 """The remote wrapper, run for real with the local /bin/sh; a pipe stands in for the exec stdin.
 
-Closing the pipe is what the pod sees when kubexec dies or the connection drops (containerd
+Closing the pipe is what the pod sees when kubexec dies or the connection drops (the runtime
 closes the exec's stdin). The user-switch tests need root, as the wrapper does in a pod.
 """
 
@@ -11,9 +11,11 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,24 @@ def marked_pids(session_id: str) -> list[int]:
     return found
 
 
+def wrapper_pids(session_id: str) -> dict[int, int]:
+    """pid -> real uid of every live process whose argv carries the session id (the wrapper,
+    its watcher and their helpers; not the command, whose argv is its own)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if session_id.encode() in argv and "\nState:\tZ" not in status:
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            found[int(entry.name)] = int(uid_line.split()[1])
+    return found
+
+
 def wait_for(predicate: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,17 +80,31 @@ def wait_for(predicate: Any, timeout: float) -> bool:
 def session_id() -> Iterator[str]:
     sid = remote.new_session_id()
     yield sid
-    for pid in marked_pids(sid):  # never leave a test's processes behind
+    for pid in marked_pids(sid) + list(wrapper_pids(sid)):  # never leave processes behind
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    for claims in ("/dev/shm", "/tmp"):
+        with contextlib.suppress(OSError):
+            (Path(claims) / f".kubexec-{sid}").rmdir()
 
 
 class Wrapper:
-    """One wrapper process: stdin is the lifeline pipe, stdout and stderr are drained."""
+    """One exec: stdin is the lifeline pipe (the preamble is written at once), stdout and
+    stderr are drained."""
 
-    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        launch: remote.Launch,
+        *,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            [*prefix, *launch.argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         self._out: list[bytes] = []
         self._err: list[bytes] = []
@@ -82,16 +116,21 @@ class Wrapper:
         ]
         for reader in self._readers:
             reader.start()
+        if launch.preamble:
+            self.write(launch.preamble)
 
     def write(self, data: bytes) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
-    def feed(self, data: bytes) -> None:
-        """Write all of ``data``, then EOF."""
-        self.write(data)
-        self.close_stdin()
+    def send(self, data: bytes) -> None:
+        """The command's input, framed as kubexec frames it in forward mode."""
+        for i in range(0, len(data), 65536):
+            self.write(remote.frame(data[i : i + 65536]))
+
+    def end_input(self) -> None:
+        self.write(remote.END_OF_INPUT)
 
     def close_stdin(self) -> None:
         assert self.proc.stdin is not None
@@ -124,49 +163,62 @@ def _drain(stream: Any, sink: list[bytes]) -> None:
     sink.append(stream.read())
 
 
-def argv_for(command: str | None, session_id: str, **kwargs: Any) -> list[str]:
+def launch(command: str | None, session_id: str, **kwargs: Any) -> remote.Launch:
     options: dict[str, Any] = {"grace": GRACE, "uid": None, "gid": None, "groups": ()}
     options.update(kwargs)
-    return remote.build_remote_argv(command=command, session_id=session_id, **options)
+    return remote.build(command=command, session_id=session_id, **options)
 
 
 def run(command: str | None, session_id: str, **kwargs: Any) -> tuple[int, bytes, bytes]:
     env = kwargs.pop("env", None)
-    return Wrapper(argv_for(command, session_id, **kwargs), env=env).finish()
+    prefix = kwargs.pop("prefix", ())
+    return Wrapper(launch(command, session_id, **kwargs), env=env, prefix=prefix).finish()
 
 
-# --- argv and script ----------------------------------------------------------------------
+# --- what travels in the request --------------------------------------------------------------
 
 
-def test_argv_shape(session_id: str) -> None:
-    argv = remote.build_remote_argv(
-        command="echo 'a;b'", grace=2.5, uid=1000, gid=100, groups=[5, 7], session_id=session_id
+def orted_command(size: int) -> str:
+    """An Open MPI 4.1 orted line of about ``size`` bytes: many quoted -mca parameters."""
+    words = ["orted", "-mca", "ess", '"env"', "-mca", "ess_base_jobid", '"546111488"']
+    i = 0
+    while len(" ".join(words)) < size:
+        words += ["-mca", f"btl_tcp_param_{i}", f'"value;{i}:tcp://10.0.{i % 250}.7:5{i % 9}441"']
+        i += 1
+    return " ".join(words)
+
+
+def test_the_request_is_small_whatever_the_command(session_id: str) -> None:
+    command = orted_command(32 * 1024)
+    built = launch(command, session_id, uid=1000, gid=100, groups=[5, 7])
+    assert built.argv[:4] == ["/bin/sh", "-c", remote.ENTRY, "kubexec"]
+    assert built.argv[4:] == [session_id, "300", "lifeline", "1000", "100", "5,7", "/bin/sh"]
+    query = urllib.parse.urlencode([("command", c) for c in built.argv])
+    assert len(query) < 2048  # proxies commonly cap the request line at 8 KiB
+    assert command.encode() in built.preamble  # the command travels on stdin
+    tty = remote.build(
+        command=None, grace=0, uid=None, gid=7, groups=[1], session_id=session_id, mode="tty"
     )
-    assert argv[:4] == ["/bin/sh", "-c", remote.WRAPPER, "kubexec"]
-    assert argv[4:] == [
-        "echo 'a;b'",
-        session_id,
-        "2500",
-        "lifeline",
-        "1000",
-        "100",
-        "5,7",
-        "/bin/sh",
-    ]
-    no_user = remote.build_remote_argv(
-        command=None, grace=0, uid=None, gid=7, groups=[1], session_id=session_id, stdin="tty"
-    )
-    assert no_user[4:] == ["", session_id, "0", "tty", "", "", "", "/bin/sh"]
-    guard = remote.build_guard_argv(session_id=session_id, grace=1)
-    assert guard[:4] == argv[:4]
-    assert guard[4:8] == ["", session_id, "1000", "guard"]
+    assert tty.argv == [
+        "/bin/sh", "-c", remote.TTY_WRAPPER, "kubexec", "", session_id, "", "", "", "/bin/sh"
+    ]  # fmt: skip
+    assert tty.preamble == b""
 
 
-def test_wrapper_is_compact_posix_sh() -> None:
-    assert "#" not in remote.WRAPPER.split("\n", 1)[0]
-    assert not any(line.startswith((" ", "#")) for line in remote.WRAPPER.splitlines())
-    assert len(remote.WRAPPER) < 5000  # it travels in every exec URL
-    subprocess.run(["/bin/sh", "-n", "-c", remote.WRAPPER], check=True, timeout=5)
+def test_a_32_kib_orted_command_runs_whole(session_id: str) -> None:
+    command = orted_command(32 * 1024)
+    echo = f"cat <<'EOF'\n{command}\nEOF"
+    rc, out, err = run(echo, session_id)
+    assert (rc, err) == (0, b"")
+    assert out == command.encode() + b"\n"
+
+
+def test_scripts_are_compact_posix_sh() -> None:
+    for script in (remote.ENTRY, remote.WRAPPER, remote.TTY_WRAPPER):
+        assert not any(line.startswith((" ", "#")) for line in script.splitlines())
+        subprocess.run(["/bin/sh", "-n", "-c", script], check=True, timeout=5)
+    assert len(remote.ENTRY) < 1024
+    assert len(remote.TTY_WRAPPER) < 2500
 
 
 @pytest.mark.parametrize(
@@ -180,23 +232,32 @@ def test_wrapper_is_compact_posix_sh() -> None:
         {"uid": -1},
         {"groups": [2**32]},
         {"shell": ""},
-        {"stdin": "guard"},
+        {"mode": "guard"},
     ],
 )
-def test_argv_rejects_bad_values(kwargs: dict[str, Any]) -> None:
+def test_build_rejects_bad_values(kwargs: dict[str, Any]) -> None:
     options: dict[str, Any] = {
         "command": "true", "grace": 1.0, "uid": 1, "gid": 1, "groups": (),
         "session_id": "0123456789abcdef",
     }  # fmt: skip
     options.update(kwargs)
     with pytest.raises(ValueError):
-        remote.build_remote_argv(**options)
+        remote.build(**options)
 
 
 def test_session_ids_are_random() -> None:
     ids = {remote.new_session_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(len(i) == 32 for i in ids)
+
+
+def test_a_preamble_cut_short_runs_nothing(session_id: str) -> None:
+    built = launch("echo ran", session_id)
+    wrapper = Wrapper(remote.Launch(built.argv))
+    wrapper.write(built.preamble[: len(built.preamble) // 2])
+    wrapper.close_stdin()
+    rc, out, _ = wrapper.finish()
+    assert (rc, out) == (255, b"")
 
 
 # --- exit status and streams --------------------------------------------------------------
@@ -210,7 +271,7 @@ def test_exit_code_passes_through(session_id: str, code: int) -> None:
 def test_killed_by_signal_gives_128_plus_n(session_id: str) -> None:
     # No "Killed" from the wrapper's shell either: stderr is the command's alone.
     assert run("kill -9 $$", session_id) == (137, b"", b"")
-    assert run("kill -TERM $$", session_id) == (143, b"", b"")
+    assert run("kill -TERM $$", remote.new_session_id()) == (143, b"", b"")
 
 
 def test_streams_are_unchanged_and_separate(session_id: str, tmp_path: Path) -> None:
@@ -222,8 +283,9 @@ def test_streams_are_unchanged_and_separate(session_id: str, tmp_path: Path) -> 
 
 
 def test_command_string_goes_to_the_shell(session_id: str) -> None:
-    rc, out, _ = run("""printf '%s|' "a b" 'c;d'; echo; echo "$0" """, session_id)
-    assert (rc, out) == (0, b"a b|c;d|\n/bin/sh\n")
+    command = "printf '%s|' \"a b\" 'c;d' '\\n' ' x '\necho \"$0\"\n\n echo 'last' \\\n"
+    rc, out, _ = run(command, session_id)
+    assert (rc, out) == (0, b"a b|c;d|\\n| x |/bin/sh\nlast\n")
 
 
 def test_no_command_runs_a_login_shell(session_id: str) -> None:
@@ -235,7 +297,7 @@ def test_environment(session_id: str) -> None:
     rc, out, _ = run('echo "$SHELL $KUBEXEC_SESSION"', session_id, env=env)
     assert (rc, out) == (0, f"/bin/sh {session_id}\n".encode())
     env["SHELL"] = "/bin/zsh"
-    assert run("echo $SHELL", session_id, env=env)[1] == b"/bin/zsh\n"
+    assert run("echo $SHELL", remote.new_session_id(), env=env)[1] == b"/bin/zsh\n"
 
 
 def test_command_leads_its_own_session_with_default_signals(session_id: str) -> None:
@@ -256,18 +318,39 @@ def test_command_leads_its_own_session_with_default_signals(session_id: str) -> 
 def test_stdout_ends_when_the_command_ends(session_id: str) -> None:
     # The watcher holds neither stdout nor stderr: EOF comes with the command's end even
     # though the lifeline stays open (containerd would keep the exec open otherwise).
-    wrapper = Wrapper(argv_for("echo done", session_id))
+    wrapper = Wrapper(launch("echo done", session_id))
     assert wrapper.streams_closed(2.0)
     assert wrapper.proc.stdin is not None
     assert not wrapper.proc.stdin.closed
     assert wrapper.finish() == (0, b"done\n", b"")
 
 
+# --- point 2: one start per session id -------------------------------------------------------
+
+
+def test_a_second_start_of_the_same_session_refuses(session_id: str, tmp_path: Path) -> None:
+    log = tmp_path / "runs"
+    assert run(f"echo run >> {log}", session_id) == (0, b"", b"")
+    rc, out, err = run(f"echo run >> {log}", session_id)  # a replayed request
+    assert (rc, out) == (255, b"")
+    assert (
+        err
+        == (
+            f"kubexec: session {session_id} was started before in this container; not running it"
+            " twice\n"
+        ).encode()
+    )
+    assert log.read_text() == "run\n"
+    rc, _, _ = run(f"echo run >> {log}", session_id, mode="forward")
+    assert rc == 255
+    assert log.read_text() == "run\n"
+
+
 # --- the lifeline ---------------------------------------------------------------------------
 
 
 def test_lifeline_eof_kills_command_and_setsid_grandchild(session_id: str) -> None:
-    wrapper = Wrapper(argv_for("setsid sleep 1000 & exec sleep 1000", session_id))
+    wrapper = Wrapper(launch("setsid sleep 1000 & exec sleep 1000", session_id))
     assert wait_for(lambda: len(marked_pids(session_id)) == 2, 2.0)
     started = time.monotonic()
     wrapper.close_stdin()  # kubexec killed -9, or the connection dropped
@@ -279,7 +362,7 @@ def test_lifeline_eof_kills_command_and_setsid_grandchild(session_id: str) -> No
 def test_lifeline_eof_kills_after_grace_what_ignores_term(session_id: str) -> None:
     loop = "while :; do sleep 1000; done"
     command = f"trap '' TERM; setsid sh -c 'trap \"\" TERM; {loop}' & {loop}"
-    wrapper = Wrapper(argv_for(command, session_id))
+    wrapper = Wrapper(launch(command, session_id))
     assert wait_for(lambda: len(marked_pids(session_id)) == 4, 2.0)
     wrapper.close_stdin()
     assert wait_for(lambda: not marked_pids(session_id), GRACE + 2)
@@ -289,77 +372,110 @@ def test_lifeline_eof_kills_after_grace_what_ignores_term(session_id: str) -> No
 def test_normal_end_stands_the_watcher_down(session_id: str) -> None:
     # A daemon detached on purpose (orted --daemonize) outlives the exec and the lifeline.
     command = "setsid sleep 1000 </dev/null >/dev/null 2>&1 &"
-    wrapper = Wrapper(argv_for(command, session_id))
+    wrapper = Wrapper(launch(command, session_id))
     assert wrapper.finish() == (0, b"", b"")  # closes the lifeline after the exit
     [daemon] = marked_pids(session_id)
+    assert wait_for(lambda: not wrapper_pids(session_id), 2.0)  # the watcher left by itself
     time.sleep(0.5)
     assert marked_pids(session_id) == [daemon]
 
 
-# --- forward mode: stdin is the command's, a guard exec is the lifeline ----------------------
+@pytest.mark.parametrize("mode", ["lifeline", "forward"])
+def test_keepalive_lines_are_ignored(session_id: str, mode: str) -> None:
+    # kubexec writes an empty line every keepalive interval, between frames in forward mode.
+    wrapper = Wrapper(launch("sleep 0.5; cat", session_id, mode=mode))
+    for _ in range(20):
+        wrapper.write(remote.KEEPALIVE)
+    if mode == "forward":
+        wrapper.send(b"data\n")
+        wrapper.write(remote.KEEPALIVE * 3)
+        wrapper.end_input()
+        wrapper.write(remote.KEEPALIVE * 3)
+    expected = b"data\n" if mode == "forward" else b""
+    assert wrapper.finish() == (0, expected, b"")
 
 
-def start_guard(session_id: str) -> Wrapper:
-    guard = Wrapper(remote.build_guard_argv(session_id=session_id, grace=GRACE))
-    assert guard.proc.stdout is not None
-    return guard
-
-
-def wait_ready(guard: Wrapper) -> None:
-    # The guard prints "ready" and then closes its stdout.
-    assert guard.streams_closed(2.0)
-    assert guard.stdout == b"ready\n"
+# --- forward mode: the command's input arrives framed on the same exec ----------------------------
 
 
 def test_forward_stdin_reaches_the_command(session_id: str) -> None:
-    guard = start_guard(session_id)
-    wait_ready(guard)
-    data = os.urandom(300_000)
-    wrapper = Wrapper(argv_for("cat; echo end >&2", session_id, stdin="forward"))
-    writer = threading.Thread(target=wrapper.feed, args=(data,))
+    data = os.urandom(300_000) + b"\n0\n12\n"  # payload that looks like frames stays payload
+    wrapper = Wrapper(launch("cat; echo end >&2", session_id, mode="forward"))
+
+    def write() -> None:
+        wrapper.send(data)
+        wrapper.end_input()
+
+    writer = threading.Thread(target=write)
     writer.start()
     assert wrapper.finish() == (0, data, b"end\n")
     writer.join()
-    guard.write(b"done\n")
-    assert guard.finish() == (0, b"ready\n", b"")
 
 
 def test_forward_without_command_reads_a_script(session_id: str) -> None:
-    guard = start_guard(session_id)
-    wait_ready(guard)
-    wrapper = Wrapper(argv_for(None, session_id, stdin="forward"))
-    wrapper.write(b"echo from-stdin\nexit 3\n")
-    wrapper.close_stdin()
+    wrapper = Wrapper(launch(None, session_id, mode="forward"))
+    wrapper.send(b"echo from-stdin\nexit 3\n")
+    wrapper.end_input()
     assert wrapper.finish()[:2] == (3, b"from-stdin\n")
-    guard.write(b"done\n")
-    assert guard.finish()[0] == 0
 
 
-def test_guard_eof_kills_the_forward_command(session_id: str) -> None:
-    guard = start_guard(session_id)
-    wait_ready(guard)
-    wrapper = Wrapper(argv_for("setsid sleep 1000 & sleep 1000", session_id, stdin="forward"))
+def test_forward_connection_loss_kills_the_command(session_id: str) -> None:
+    # One exec, its own lifeline: no guard exec that could race it or be lost on its own.
+    wrapper = Wrapper(launch("setsid sleep 1000 & sleep 1000", session_id, mode="forward"))
     assert wait_for(lambda: len(marked_pids(session_id)) == 3, 2.0)
-    guard.close_stdin()  # no "done": the connection was lost
+    wrapper.send(b"some input")
+    wrapper.close_stdin()  # no end frame: the connection was lost
     assert wait_for(lambda: not marked_pids(session_id), GRACE + 2)
-    assert wrapper.proc.wait(GRACE + 2) == 128 + signal.SIGTERM
-    assert guard.proc.wait(2) == 0
+    assert wrapper.proc.wait(GRACE + 2) == 255
 
 
-def test_forward_refuses_to_run_without_its_guard(session_id: str) -> None:
-    rc, out, err = run("echo should-not-run", session_id, stdin="forward")
-    assert (rc, out) == (255, b"")
-    assert (
-        err
-        == (
-            f"kubexec: the lifeline exec (guard) of session {session_id} is not running;"
-            " not starting\n"
-        ).encode()
+def test_forward_input_end_is_not_connection_loss(session_id: str) -> None:
+    # The end of the command's input is a frame; the lifeline stays, the command runs on.
+    wrapper = Wrapper(
+        launch("cat >/dev/null; sleep 0.5; echo still-here", session_id, mode="forward")
     )
+    wrapper.send(b"abc")
+    wrapper.end_input()
+    assert wrapper.finish() == (0, b"still-here\n", b"")
+
+
+def test_forward_command_that_stops_reading_is_not_held_up(session_id: str) -> None:
+    wrapper = Wrapper(launch("head -c 3; exit 4", session_id, mode="forward"))
+    wrapper.write(b"10\n0123456789")  # no end frame, stdin left open
+    assert wrapper.finish() == (4, b"012", b"")
+
+
+def test_framing_survives_a_head_that_reads_ahead(session_id: str, tmp_path: Path) -> None:
+    # busybox's head -c reads its input in blocks: a decoder built on it loses the next frames.
+    fake = tmp_path / "head"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "n = int(sys.argv[sys.argv.index('-c') + 1])\n"
+        "data = b''\n"
+        "while len(data) < n:\n"
+        "    chunk = os.read(0, 65536)\n"
+        "    if not chunk: break\n"
+        "    data += chunk\n"
+        "os.write(1, data[:n])\n"
+    )
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    check = subprocess.run(
+        ["sh", "-c", "printf ab | { head -c 1 >/dev/null; cat; }"],
+        env=env, capture_output=True, check=True,
+    )  # fmt: skip
+    assert check.stdout == b""  # the fake reads ahead, as busybox's does
+    wrapper = Wrapper(launch("cat", session_id, mode="forward"), env=env)
+    pieces = [b"first\n", b"second\n", os.urandom(5000), b"last\n"]
+    for piece in pieces:
+        wrapper.send(piece)
+    wrapper.end_input()
+    assert wrapper.finish() == (0, b"".join(pieces), b"")
 
 
 def test_tty_mode_replaces_the_wrapper(session_id: str) -> None:
-    wrapper = Wrapper(argv_for("echo $$ $KUBEXEC_SESSION", session_id, stdin="tty"))
+    wrapper = Wrapper(launch("echo $$ $KUBEXEC_SESSION", session_id, mode="tty"))
     pid = wrapper.proc.pid
     assert wrapper.finish() == (0, f"{pid} {session_id}\n".encode(), b"")
 
@@ -369,10 +485,25 @@ def test_tty_mode_replaces_the_wrapper(session_id: str) -> None:
 IDS = 'id -u; id -g; id -G; echo "$HOME $USER $LOGNAME"'
 
 
+def hiding(*tools: str) -> tuple[str, ...]:
+    """A prefix that runs the wrapper in a mount namespace where ``tools`` do not exist."""
+    binds = " && ".join(
+        f"mount --bind /dev/null {path}"
+        for tool in tools
+        for path in {shutil.which(tool, path=d) for d in remote.SYSTEM_PATH.split(":")}
+        if path
+    )
+    return ("unshare", "-m", "sh", "-c", f'{binds} && exec "$@"', "hide")
+
+
 @needs_root
 @needs_setpriv
-def test_root_switches_to_a_passwd_user(session_id: str) -> None:
-    rc, out, err = run(IDS, session_id, uid=65534, gid=None, groups=())
+@pytest.mark.parametrize("mode", ["lifeline", "forward", "tty"])
+def test_root_switches_to_a_passwd_user(session_id: str, mode: str) -> None:
+    wrapper = Wrapper(launch(IDS, session_id, uid=65534, gid=None, groups=(), mode=mode))
+    if mode == "forward":
+        wrapper.end_input()
+    rc, out, err = wrapper.finish()
     assert (rc, err) == (0, b"")
     assert out.decode().splitlines() == ["65534", "65534", "65534", "/nonexistent nobody nobody"]
 
@@ -384,31 +515,86 @@ def test_root_switches_to_a_numeric_uid_without_passwd_entry(session_id: str) ->
     rc, out, _ = run(IDS, session_id, uid=4242, gid=100, groups=[5, 7])
     assert rc == 0
     assert out.decode().splitlines() == ["4242", "100", "100 5 7", "/ 4242 4242"]
-    rc, out, _ = run(IDS, session_id, uid=4242, gid=None, groups=())
+    rc, out, _ = run(IDS, remote.new_session_id(), uid=4242, gid=None, groups=())
     assert out.decode().splitlines()[:3] == ["4242", "4242", "4242"]
 
 
 @needs_root
+@needs_setpriv
+def test_the_switch_drops_privileges_for_good(session_id: str) -> None:
+    status = "while read -r k v; do case $k in Cap*|NoNewPrivs:) echo $k $v;; esac; done <"
+    rc, out, _ = run(f"{status}/proc/self/status", session_id, uid=4242, gid=4242, groups=())
+    assert rc == 0
+    assert sorted(out.decode().splitlines()) == [
+        "CapAmb: 0000000000000000",
+        "CapBnd: 0000000000000000",
+        "CapEff: 0000000000000000",
+        "CapInh: 0000000000000000",
+        "CapPrm: 0000000000000000",
+        "NoNewPrivs: 1",
+    ]
+
+
+@needs_root
+@needs_setpriv
+@pytest.mark.parametrize("mode", ["lifeline", "forward"])
+def test_no_wrapper_process_stays_root(session_id: str, mode: str) -> None:
+    wrapper = Wrapper(
+        launch("exec sleep 1000", session_id, uid=4242, gid=4242, groups=(), mode=mode)
+    )
+    assert wait_for(lambda: len(marked_pids(session_id)) == 1, 2.0)
+    assert wait_for(lambda: len(wrapper_pids(session_id)) >= 2, 2.0)  # wrapper and watcher
+    assert set(wrapper_pids(session_id).values()) == {4242}
+    wrapper.close_stdin()
+    assert wrapper.proc.wait(GRACE + 2) == 255
+    assert wait_for(lambda: not marked_pids(session_id), 2.0)
+
+
+@needs_root
+@needs_setpriv
+@pytest.mark.parametrize("mode", ["lifeline", "forward", "tty"])
+def test_a_user_writable_path_entry_gives_no_root(session_id: str, mode: str) -> None:
+    # Every tool the wrapper might call, planted first on the container's PATH (in a folder
+    # the user can reach and write: the attack).
+    base = Path(tempfile.mkdtemp(dir="/tmp"))
+    base.chmod(0o755)
+    evil = base / "bin"
+    evil.mkdir(mode=0o777)
+    evil.chmod(0o777)
+    log = base / "ran-as"
+    log.touch()
+    log.chmod(0o666)
+    for tool in ("setpriv", "chroot", "tr", "sleep", "setsid", "id", "head", "dd", "cat", "mkdir"):
+        real = shutil.which(tool)
+        assert real is not None
+        script = evil / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $(/usr/bin/id -u)" >>{log}\nexec {real} "$@"\n')
+        script.chmod(0o755)
+    env = dict(os.environ, PATH=f"{evil}:/usr/bin:/bin")
+    wrapper = Wrapper(
+        launch("id -u", session_id, uid=4242, gid=4242, groups=(), mode=mode), env=env
+    )
+    if mode == "forward":
+        wrapper.end_input()
+    assert wrapper.finish()[:2] == (0, b"4242\n")
+    ran = log.read_text().splitlines()
+    shutil.rmtree(base)
+    assert "id 4242" in ran  # the command itself gets the container's PATH back
+    assert not [line for line in ran if line.endswith(" 0")], ran
+
+
+@needs_root
 def test_root_switches_with_coreutils_chroot_without_setpriv(session_id: str) -> None:
-    with tempfile.TemporaryDirectory(dir="/tmp") as bin_dir:  # the user must reach it too
-        Path(bin_dir).chmod(0o755)
-        for tool in ("tr", "sleep", "setsid", "chroot", "id"):
-            found = shutil.which(tool)
-            assert found is not None
-            (Path(bin_dir) / tool).symlink_to(found)
-        rc, out, _ = run(IDS, session_id, uid=4242, gid=100, groups=[5], env={"PATH": bin_dir})
+    rc, out, _ = run(IDS, session_id, uid=4242, gid=100, groups=[5], prefix=hiding("setpriv"))
     assert rc == 0
     assert out.decode().splitlines() == ["4242", "100", "100 5", "/ 4242 4242"]
 
 
 @needs_root
 def test_root_without_a_switch_tool_says_so(session_id: str) -> None:
-    with tempfile.TemporaryDirectory(dir="/tmp") as bin_dir:
-        for tool in ("tr", "sleep", "setsid"):
-            found = shutil.which(tool)
-            assert found is not None
-            (Path(bin_dir) / tool).symlink_to(found)
-        rc, out, err = run("true", session_id, uid=4242, gid=None, groups=(), env={"PATH": bin_dir})
+    rc, out, err = run(
+        "true", session_id, uid=4242, gid=None, groups=(), prefix=hiding("setpriv", "chroot")
+    )
     assert (rc, out) == (255, b"")
     assert err == (
         b"kubexec: cannot switch to uid 4242 in pod: it needs setpriv (util-linux) or coreutils"
@@ -424,52 +610,30 @@ def test_same_uid_needs_no_switch(session_id: str) -> None:
 @needs_root
 @needs_setpriv
 def test_non_root_container_cannot_switch(session_id: str) -> None:
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    argv = as_nobody + argv_for("echo should-not-run", session_id, uid=1000, gid=1000)
-    rc, out, err = Wrapper(argv).finish()
+    as_nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    rc, out, err = run("echo should-not-run", session_id, uid=1000, gid=1000, prefix=as_nobody)
     assert (rc, out) == (255, b"")
     assert err == (
         b"kubexec: cannot run as uid 1000 in pod (container runs as uid 65534, not root);"
         b" set securityContext.runAsUser=1000 on the pod\n"
     )
     # The container's own uid needs no switch.
-    argv = as_nobody + argv_for("id -u", session_id, uid=65534, gid=65534)
-    assert Wrapper(argv).finish() == (0, b"65534\n", b"")
+    other = remote.new_session_id()
+    assert run("id -u", other, uid=65534, gid=65534, prefix=as_nobody) == (0, b"65534\n", b"")
 
 
 @needs_root
 @needs_setpriv
 def test_root_without_setuid_capability_cannot_switch(session_id: str) -> None:
-    no_caps = ["setpriv", "--bounding-set=-setuid,-setgid"]
-    rc, out, err = Wrapper(no_caps + argv_for("true", session_id, uid=1000, gid=1000)).finish()
+    no_caps = ("setpriv", "--bounding-set=-setuid,-setgid")
+    rc, out, err = run("true", session_id, uid=1000, gid=1000, prefix=no_caps)
     assert (rc, out) == (255, b"")
     assert b"without CAP_SETUID/CAP_SETGID); set securityContext.runAsUser=1000" in err
 
 
-# --- framed mode: forward over v4, which cannot half-close stdin -------------------------------
-
-
-def frames(data: bytes, size: int = 65536) -> bytes:
-    chunks = [data[i : i + size] for i in range(0, len(data), size)]
-    return b"".join(b"%d\n%s" % (len(c), c) for c in chunks) + b"0\n"
-
-
-def test_framed_stdin_is_decoded_and_ends_at_the_end_frame(session_id: str) -> None:
-    guard = start_guard(session_id)
-    wait_ready(guard)
-    data = os.urandom(200_000) + b"\n0\n12\n"  # payload that looks like frames stays payload
-    wrapper = Wrapper(argv_for("cat; echo end >&2", session_id, stdin="framed"))
-    wrapper.write(frames(data, 70_000))  # the exec's stdin stays open: only the frame ends it
-    assert wrapper.finish() == (0, data, b"end\n")
-    guard.write(b"done\n")
-    assert guard.finish()[0] == 0
-
-
-def test_framed_command_that_stops_reading_is_not_held_up(session_id: str) -> None:
-    guard = start_guard(session_id)
-    wait_ready(guard)
-    wrapper = Wrapper(argv_for("head -c 3; exit 4", session_id, stdin="framed"))
-    wrapper.write(b"10\n0123456789")  # no end frame, stdin left open
-    assert wrapper.finish() == (4, b"012", b"")
-    guard.write(b"done\n")
-    assert guard.finish()[0] == 0
+@needs_root
+def test_claims_need_no_writable_tmp(session_id: str) -> None:
+    # Nowhere to claim (a read-only root filesystem without /dev/shm): it still runs.
+    read_only = "mount -t tmpfs -o ro tmpfs /dev/shm && mount -t tmpfs -o ro tmpfs /tmp"
+    hide = ("unshare", "-m", "sh", "-c", f'{read_only} && exec "$@"', "ro")
+    assert run("echo ok", session_id, prefix=hide) == (0, b"ok\n", b"")
