@@ -17,8 +17,8 @@ Each family, as tested on the devcluster (tests/e2e/test_kubexec_mpi.py):
 - ``intel`` (Intel MPI's Hydra): ``I_MPI_HYDRA_BOOTSTRAP=ssh`` + ``I_MPI_HYDRA_BOOTSTRAP_EXEC``.
 
 Hydra gives its agents a stdin pipe that nobody writes to; ``--no-forward-stdin`` (through
-the launchers' extra-args variables) saves the second exec per daemon that a forwarded stdin
-costs (the lifeline exec). Tree spawn (remote daemons starting the next ones through kubexec)
+the launchers' extra-args variables) spares kubexec reading and framing a stdin that never
+carries anything. Tree spawn (remote daemons starting the next ones through kubexec)
 needs kubexec and RBAC for the pods' service account in the worker pods, and, for Intel MPI,
 worker host names that resolve from pod to pod; ``--no-tree-spawn`` turns it off.
 """
@@ -67,7 +67,7 @@ def exports(
             (
                 "HYDRA_LAUNCHER_EXTRA_ARGS",
                 "--no-forward-stdin",
-                "the proxies need no stdin: one exec per host instead of two",
+                "the proxies read no stdin: nothing to frame and forward",
             )
         )
     elif flavour == "intel":
@@ -77,7 +77,7 @@ def exports(
             (
                 "I_MPI_HYDRA_BOOTSTRAP_EXEC_EXTRA_ARGS",
                 "--no-forward-stdin",
-                "the proxies need no stdin: one exec per host instead of two",
+                "the proxies read no stdin: nothing to frame and forward",
             )
         )
         if not tree:

@@ -45,7 +45,12 @@ session id, uid, gid, groups and shell.
    where ``head`` reads ahead (busybox: found by a self-test), so no byte is lost or taken
    from the next frame. In ``lifeline`` mode the command's stdin is /dev/null (what MPI
    launchers give their agent);
-5. cleans up when the connection is lost: the end of the exec's stdin while the wrapper still
+5. ends with an *exit record* on the exec's stderr, ``\x1ekubexec-exit:<session id>:<status>\x1e``,
+   which kubexec removes from the stream (:class:`ExitRecord`) and compares with the exec's
+   status. The API server reports an exec whose runtime closed the stream (an idle timeout)
+   as ``Success`` (client-go reads an empty error stream as success, kubernetes#73056): without
+   the record, such a "success" is a cut stream, exit 255, not 0;
+6. cleans up when the connection is lost: the end of the exec's stdin while the wrapper still
    runs means kubexec went away (exit, signal, ``kill -9``, the connection dropped: the runtime
    closes the exec's stdin). The teardown sends TERM to every process that carries the marker
    in ``/proc/<pid>/environ`` (this also finds processes that called ``setsid`` again), that is
@@ -202,12 +207,22 @@ done
 : "${SHELL:=$shell}"
 export SHELL
 me=$$
-# marked PID: its environment holds our session marker.
-marked() {
-    _env=$(tr '\0' '\n' 2>/dev/null <"/proc/$1/environ")
-    case "$nl$_env$nl" in *"${nl}KUBEXEC_SESSION=$sid$nl"*) return 0 ;; esac
-    return 1
-}
+# marked PID: its environment holds our session marker. Where this shell's read drops NUL
+# bytes (dash, bash) without a fork per process (teardowns scan busy hosts), else with tr.
+if [ "$(printf 'a\000b\n' | { IFS= read -r _x; printf %s "$_x"; })" = ab ]; then
+    marked() {
+        while IFS= read -r _l || [ -n "$_l" ]; do
+            case $_l in *"KUBEXEC_SESSION=$sid"*) return 0 ;; esac
+        done 2>/dev/null <"/proc/$1/environ"
+        return 1
+    }
+else
+    marked() {
+        _env=$(tr '\0' '\n' 2>/dev/null <"/proc/$1/environ")
+        case "$nl$_env$nl" in *"${nl}KUBEXEC_SESSION=$sid$nl"*) return 0 ;; esac
+        return 1
+    }
+fi
 # alive PID: it exists and is not a zombie.
 alive() {
     _st=
@@ -337,6 +352,9 @@ else
     st=$?
 fi
 [ -n "$fired" ] && exit 255
+# The exit record: kubexec takes it out of stderr. Only it proves that the status that follows
+# comes from here: an API server reports a stream its runtime cut as Success.
+printf '\036kubexec-exit:%s:%s\036' "$sid" "$st" >&4
 exit "$st"
 """
 
@@ -441,6 +459,61 @@ def preamble(command: str | None) -> bytes:
 def frame(data: bytes) -> bytes:
     """One piece of the command's input in ``forward`` mode."""
     return b"%d\n%s" % (len(data), data) if data else b""
+
+
+class ExitRecord:
+    """Takes the wrapper's exit record out of its stderr, frame by frame.
+
+    :meth:`feed` returns what to write now: everything but the record and, at a frame's end,
+    bytes that may be the start of a record cut across frames (held until the next frame or
+    :meth:`flush`). The marker holds the random session id: a command cannot forge it by
+    accident.
+    """
+
+    MAX_CODE = 8
+
+    def __init__(self, session_id: str) -> None:
+        self.marker = b"\x1ekubexec-exit:%s:" % session_id.encode()
+        self.code: int | None = None
+        self._held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._held + data
+        self._held = b""
+        out: list[bytes] = []
+        while (start := buf.find(self.marker)) >= 0:
+            body = start + len(self.marker)
+            end = buf.find(b"\x1e", body, body + self.MAX_CODE + 1)
+            if end < 0 and len(buf) - body <= self.MAX_CODE:
+                out.append(buf[:start])  # cut across frames: wait for the rest
+                self._held = buf[start:]
+                return b"".join(out)
+            code = buf[body:end] if end >= 0 else b""
+            if end < 0 or not code.isdigit():
+                out.append(buf[:body])  # not a record after all: plain bytes
+                buf = buf[body:]
+                continue
+            self.code = int(code)
+            out.append(buf[:start])
+            buf = buf[end + 1 :]
+        keep = self._partial(buf)
+        out.append(buf[: len(buf) - keep])
+        self._held = buf[len(buf) - keep :]
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        held, self._held = self._held, b""
+        return held
+
+    def _partial(self, buf: bytes) -> int:
+        """How many bytes at the end of ``buf`` begin the marker."""
+        tail = buf[-(len(self.marker) - 1) :]
+        if b"\x1e" not in tail:
+            return 0
+        for k in range(min(len(self.marker) - 1, len(buf)), 0, -1):
+            if self.marker.startswith(buf[-k:]):
+                return k
+        return 0
 
 
 def _checked_session_id(session_id: str) -> str:

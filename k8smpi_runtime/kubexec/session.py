@@ -163,8 +163,12 @@ class _Runner:
             )
             if mode == "forward":
                 _start_stdin_pump(stream, self.streams.stdin, framed=True)
-            self._pump_output(stream.frames())
-            return stream.exit_code()
+            record = remote.ExitRecord(self.session_id)
+            try:
+                self._pump_output(stream.frames(), stderr=record.feed)
+            finally:
+                _write_all(self.streams.stderr, record.flush())
+            return _checked(stream, record)
         finally:
             stream.abort()
             stream.close()
@@ -253,10 +257,41 @@ class _Runner:
         )
         return stream
 
-    def _pump_output(self, frames: Iterator[tuple[int, bytes]]) -> None:
+    def _pump_output(
+        self,
+        frames: Iterator[tuple[int, bytes]],
+        *,
+        stderr: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        """Write stdout and stderr frames to their fds (stderr through ``stderr`` first)."""
         out, err = self.streams.stdout, self.streams.stderr
         for channel, payload in frames:
-            _write_all(out if channel == kexec.STDOUT else err, payload)
+            if channel == kexec.STDOUT:
+                _write_all(out, payload)
+            else:
+                _write_all(err, stderr(payload) if stderr is not None else payload)
+
+
+def _checked(stream: kexec.ExecStream, record: remote.ExitRecord) -> int:
+    """The exit code, from the status and the wrapper's exit record.
+
+    The record is the wrapper's own word; the status may have been made up by the API server,
+    which reports an exec its runtime cut (an idle timeout) as Success. So a 0 needs the record,
+    and a record wins over a status that disagrees. A non-zero status without one is real: the
+    wrapper failed before the command (its message is on stderr) or was killed.
+    """
+    code = stream.exit_code()
+    if record.code is not None:
+        if record.code != code:
+            logger.debug("exit record %d, status %d: the record wins", record.code, code)
+        return record.code
+    if code == 0:
+        raise TransportError(
+            f"exec into {stream.target.pod}: the stream ended before the command did (the API "
+            "server reported success, but the wrapper's exit record never came: a runtime's "
+            "stream idle timeout? see -o ServerAliveInterval)"
+        )
+    return code
 
 
 def _start_stdin_pump(stream: kexec.ExecStream, fd: int, *, framed: bool = False) -> None:

@@ -211,17 +211,28 @@ def test_a_giant_frame_is_refused_before_it_is_read() -> None:
     assert feed(part + rest) == ([], "error")
 
 
-def test_handshake_failure_after_the_request_is_marked_sent() -> None:
-    client, server = socket.socketpair()
+@pytest.mark.parametrize("how", ["close", "reset", "silence"])
+def test_handshake_failure_after_the_request_is_marked_sent(how: str) -> None:
+    # The server got the whole request, then: closed, reset, or never answered. It may have
+    # started the command: this is never retried (kubexec/retrying.py).
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    client.settimeout(0.5)
+    server, _ = listener.accept()
 
-    def answer_then_reset() -> None:
+    def answer() -> None:
         server.recv(65536)
-        server.close()
+        if how == "reset":
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if how != "silence":
+            server.close()
 
-    threading.Thread(target=answer_then_reset).start()
+    threading.Thread(target=answer).start()
     endpoint = ws.Endpoint("h", 443, "/exec")
     with pytest.raises(ws.RequestSent, match="the upgrade request was sent"):
         ws.upgrade(client, endpoint)  # type: ignore[arg-type]
+    server.close()
+    listener.close()
 
 
 def test_header_injection_is_refused() -> None:

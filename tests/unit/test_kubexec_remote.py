@@ -106,6 +106,8 @@ class Wrapper:
             stderr=subprocess.PIPE,
             env=env,
         )
+        self.session_id = launch.argv[4] if launch.preamble else launch.argv[5]
+        self.record: int | None = None
         self._out: list[bytes] = []
         self._err: list[bytes] = []
         assert self.proc.stdout is not None
@@ -146,7 +148,8 @@ class Wrapper:
         return not any(reader.is_alive() for reader in self._readers)
 
     def finish(self, timeout: float = 5.0) -> tuple[int, bytes, bytes]:
-        """Wait for the exit with the lifeline still open; then close it."""
+        """Wait for the exit with the lifeline still open; then close it. stderr comes back
+        without the exit record, which must match the exit status when there is one."""
         try:
             rc = self.proc.wait(timeout)
         finally:
@@ -156,7 +159,12 @@ class Wrapper:
             if self.proc.stdin and not self.proc.stdin.closed:
                 self.close_stdin()
         assert self.streams_closed(timeout)
-        return rc, b"".join(self._out), b"".join(self._err)
+        record = remote.ExitRecord(self.session_id)
+        err = record.feed(b"".join(self._err)) + record.flush()
+        self.record = record.code
+        if record.code is not None:
+            assert record.code == rc
+        return rc, b"".join(self._out), err
 
 
 def _drain(stream: Any, sink: list[bytes]) -> None:
@@ -313,6 +321,19 @@ def test_command_leads_its_own_session_with_default_signals(session_id: str) -> 
     assert rc == 0
     assert session == pid  # setsid: the command is a session leader
     assert int(sigign, 16) & 0b110 == 0  # SIGINT/SIGQUIT not ignored (no async list)
+
+
+@pytest.mark.parametrize("mode", ["lifeline", "forward"])
+def test_the_exit_record_follows_the_command(session_id: str, mode: str) -> None:
+    wrapper = Wrapper(launch("echo to-stderr >&2; exit 7", session_id, mode=mode))
+    if mode == "forward":
+        wrapper.end_input()
+    assert wrapper.finish() == (7, b"", b"to-stderr\n")
+    assert wrapper.record == 7
+    # The wrapper's own refusals come before any command, without a record.
+    again = Wrapper(launch("true", session_id, mode=mode))
+    assert again.finish()[0] == 255
+    assert again.record is None
 
 
 def test_stdout_ends_when_the_command_ends(session_id: str) -> None:

@@ -64,10 +64,16 @@ class FakeStream:
     def start_heartbeat(self, keepalive: kexec.Keepalive, nudge: Any = None) -> None:
         self.heartbeat = (keepalive, nudge)
 
+    record = True
+
     def frames(self) -> Iterator[tuple[int, bytes]]:
         if self.kwargs.get("stdin") and "guard" not in self.argv:
             self.input_done.wait(2)  # a command like cat: ends when its input ends
         yield kexec.STDOUT, b"out"
+        if FakeStream.record:  # the wrapper's exit record, cut across two frames
+            sid = self.argv[4]
+            yield kexec.STDERR, b"err\x1ekubexec-ex"
+            yield kexec.STDERR, f"it:{sid}:0\x1e".encode()
         self.status = {"status": "Success"}
 
     exit_code = kexec.ExecStream.exit_code
@@ -85,6 +91,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeStream]]:
     FakeStream.protocols = []
     FakeStream.opened = []
     FakeStream.fail_writes_after_status = False
+    FakeStream.record = True
     yield FakeStream
 
 
@@ -98,22 +105,30 @@ def request(mode: session.Mode, command: str | None = "cat") -> session.Request:
 
 
 def run(mode: session.Mode, stdin: bytes = b"") -> tuple[int, bytes]:
+    code, out, err = run3(mode, stdin)
+    assert err == b"err"  # the exit record is taken out, the rest passes
+    return code, out
+
+
+def run3(mode: session.Mode, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
     r, w = os.pipe()
     os.write(w, stdin)
     os.close(w)
     out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     try:
         code = session.run(
             CONFIG,
             request(mode),
             policy=retrying.Policy(attempts=1),
-            streams=session.Streams(stdin=r, stdout=out_w),
+            streams=session.Streams(stdin=r, stdout=out_w, stderr=err_w),
         )
     finally:
         os.close(r)
         os.close(out_w)
-    with os.fdopen(out_r, "rb") as f:
-        return code, f.read()
+        os.close(err_w)
+    with os.fdopen(out_r, "rb") as f, os.fdopen(err_r, "rb") as g:
+        return code, f.read(), g.read()
 
 
 @pytest.mark.parametrize("protocols", [[kexec.V5], [kexec.V4], [kexec.V5, kexec.V4]])
@@ -148,6 +163,31 @@ def test_success_stays_success_when_the_connection_fails_after_the_status(
     # The command's status is in: nothing kubexec could still send may turn 0 into 255.
     fake.fail_writes_after_status = True
     assert run("forward", b"x")[0] == 0
+
+
+@pytest.mark.parametrize("mode", ["lifeline", "forward"])
+def test_a_success_without_the_exit_record_is_a_cut_stream(
+    fake: type[FakeStream], mode: session.Mode
+) -> None:
+    # What the API server sends when the runtime closed an idle exec: Success, and nothing
+    # from the wrapper. That is not the command's success.
+    fake.record = False
+    with pytest.raises(TransportError, match="the stream ended before the command did"):
+        run3(mode, b"x")
+
+
+def test_exit_records_are_found_across_frames_and_only_ours() -> None:
+    sid = "0123456789abcdef"
+    record = remote.ExitRecord(sid)
+    chunks = [b"a\x1e", b"kubexec-exit:other:3\x1e b", b"\x1ekubexec-exit:", sid.encode(),
+              b":", b"42", b"\x1e", b"tail\x1e", b"kub"]  # fmt: skip
+    out = b"".join(record.feed(c) for c in chunks) + record.flush()
+    assert record.code == 42
+    assert out == b"a\x1ekubexec-exit:other:3\x1e btail\x1ekub"
+    bogus = remote.ExitRecord(sid)
+    text = b"\x1ekubexec-exit:" + sid.encode() + b":x1\x1e"
+    assert bogus.feed(text) + bogus.flush() == text
+    assert bogus.code is None
 
 
 # -- the heartbeat, against a socketpair "API server" ---------------------------------------------
