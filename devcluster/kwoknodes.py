@@ -9,6 +9,7 @@ exit codes and stdin EOF).
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from devcluster.layout import Layout, Ports
 
 COMPONENTS = ("kwok", "podexec")
+PODEXEC_IDLE_ENV = "DEVCLUSTER_PODEXEC_STREAM_IDLE_TIMEOUT"
+"""podexec's stream idle timeout (a Go duration; default 4h), read at ``up``/``restart``."""
 
 # The seed talk's node (`kubectl describe node`), as capacity and allocatable.
 NODE_RESOURCES: dict[str, str] = {
@@ -222,6 +225,13 @@ def command_lines(lay: Layout, bin_dir: Path, ports: Ports) -> dict[str, list[st
             f"--cluster-domain={CLUSTER_DOMAIN}",
             "--service-host=127.0.0.1",
             f"--service-port={ports.apiserver}",
+            # Like the real node's DEVCLUSTER_STREAM_IDLE_TIMEOUT (containerd's
+            # stream_idle_timeout): tests lower it to see quiet streams kept alive.
+            *(
+                [f"--stream-idle-timeout={os.environ[PODEXEC_IDLE_ENV]}"]
+                if os.environ.get(PODEXEC_IDLE_ENV)
+                else []
+            ),
         ],
     }
 

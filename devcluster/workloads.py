@@ -66,6 +66,33 @@ def statefulset(
     ]
 
 
+def kubexec_rbac(name: str, *, pods: Iterable[str] | None = None) -> list[JSON]:
+    """A service account ``name`` with what kubexec needs: pods get/list, and pods/exec
+    create/get on ``pods`` by name (None: on every pod of the namespace)."""
+    exec_rule: JSON = {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}
+    if pods is not None:
+        exec_rule["resourceNames"] = list(pods)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                exec_rule,
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name}],
+        },
+    ]
+
+
 def real_node_image(cluster: Cluster, variant: str) -> str:
     """The tag of ``make images``' ``variant`` (cpu, waiter, example, pause) in the real nodes'
     containerd: imported by ``python3 -m devcluster up``."""

@@ -78,6 +78,10 @@ class _Server:
             self.listener.close()
         with self._lock:
             for sock in self._sockets:
+                # shutdown first: close() alone leaves the connection open while another
+                # thread is blocked in recv() on it.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from devcluster.client import JSON, Cluster, wait_for
+from devcluster.client import Cluster, wait_for
 from devcluster.mpijobs import (
     RANK_LINE,
     Result,
@@ -34,7 +34,16 @@ from devcluster.mpijobs import (
     run_job,
     sourced_env,
 )
-from devcluster.workloads import KUBEXEC, KUBEXEC_ENV, REPO, running_pods, statefulset
+from devcluster.workloads import (
+    KUBEXEC,
+    KUBEXEC_ENV,
+    REPO,
+    kubexec_rbac,
+    running_pods,
+    statefulset,
+)
+from k8smpi_runtime.kubexec import remote
+from tests.e2e.podexec_idle import short_stream_idle_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -85,7 +94,7 @@ def mpi(cluster: Cluster) -> Iterator[Mpi]:
         objects[1]["spec"]["template"]["spec"]["dnsConfig"] = {
             "searches": [f"{SERVICE}.{namespace}.svc.{domain}"]
         }
-        cluster.apply([*rbac(SA), *objects], namespace)
+        cluster.apply([*kubexec_rbac(SA, pods=WORKERS), *objects], namespace)
         running_pods(cluster, namespace, "app=mpiw", NP)
         yield Mpi(cluster, namespace, domain)
     finally:
@@ -95,29 +104,6 @@ def mpi(cluster: Cluster) -> Iterator[Mpi]:
         cluster.delete_namespace(namespace)
 
 
-def rbac(name: str) -> list[JSON]:
-    """A service account with what kubexec needs: pods get/list, pods/exec create/get."""
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": name},
-            "rules": [
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name}],
-        },
-    ]
-
-
 # -- what happened, from the audit log and /proc ----------------------------------------------
 
 
@@ -125,10 +111,10 @@ def rbac(name: str) -> list[JSON]:
 class Exec:
     pod: str
     user: str
-    command: str
-    """The command kubexec ran through its wrapper (the wrapper's ``$1``)."""
     mode: str
-    """The wrapper's mode: lifeline, forward, guard or tty."""
+    """The wrapper's mode: lifeline, forward or tty (the command itself travels on stdin and
+    is in no log; kubexec's only execs in these tests start the launchers' daemons)."""
+    uri_length: int
 
 
 def execs(cluster: Cluster, namespace: str) -> list[Exec]:
@@ -136,20 +122,23 @@ def execs(cluster: Cluster, namespace: str) -> list[Exec]:
     for event in cluster.exec_events(namespace):
         query = urllib.parse.urlsplit(event["requestURI"]).query
         words = urllib.parse.parse_qs(query).get("command", [])
-        wrapped = len(words) > 7 and words[:2] == ["/bin/sh", "-c"]
-        command = words[4] if wrapped else " ".join(words)
-        mode = words[7] if wrapped else ""
-        found.append(Exec(event["objectRef"]["name"], event["user"]["username"], command, mode))
+        mode = ""
+        if words[:3] == ["/bin/sh", "-c", remote.ENTRY] and len(words) > 6:
+            mode = words[6]
+        elif words[:3] == ["/bin/sh", "-c", remote.TTY_WRAPPER]:
+            mode = "tty"
+        user = event["user"]["username"]
+        found.append(Exec(event["objectRef"]["name"], user, mode, len(event["requestURI"])))
     return found
 
 
 def daemon_execs(mpi: Mpi, before: int, daemon: str) -> dict[str, list[Exec]]:
-    """The execs since ``before`` that started ``daemon``, by pod; waits for all 4 pods."""
+    """The execs since ``before`` (which started ``daemon``), by pod; waits for all 4 pods."""
 
     def by_pod() -> dict[str, list[Exec]] | None:
         found: dict[str, list[Exec]] = {}
         for e in execs(mpi.cluster, mpi.namespace)[before:]:
-            if daemon in e.command:
+            if e.pod in WORKERS and e.mode:
                 found.setdefault(e.pod, []).append(e)
         return found if sorted(found) == list(WORKERS) else None
 
@@ -411,7 +400,7 @@ def test_launcher_starts_daemons_in_every_pod(mpi: Mpi, case: Case, tmp_path: Pa
     if not case.works:
         assert res.returncode != 0, res.describe()
         time.sleep(1)
-        started = [e for e in execs(mpi.cluster, mpi.namespace)[before:] if daemon in e.command]
+        started = [e for e in execs(mpi.cluster, mpi.namespace)[before:] if e.pod in WORKERS]
         assert started == [], started
         return
     if case.completes:
@@ -577,4 +566,40 @@ def test_kubexec_env_is_all_a_launcher_needs(mpi: Mpi, family: str) -> None:
     new = execs(mpi.cluster, mpi.namespace)[before:]
     assert {e.mode for e in new} == {"lifeline"}, new
     assert all(len(v) == 1 for v in by_pod.values()), by_pod
+    wait_for(lambda: not pod_processes(), timeout=15, what="no daemon or rank in the pods")
+
+
+# -- silent daemons outlive the runtime's idle timeout (issue 10 item 5) --------------------------
+
+IDLE_TIMEOUT_S = 3
+SILENT_JOB = {
+    # The agent stays connected for the job's life (tree spawn from mpirun, no --daemonize).
+    "openmpi4": lambda m: (
+        ["-np", "4", *ompi_hosts(m)],
+        {"OMPI_MCA_plm_rsh_agent": "kubexec -o ServerAliveInterval=1"},
+    ),
+    "mpich": lambda m: (
+        ["-launcher", "rsh", "-launcher-exec", "kubexec", "-n", "4", *hydra_hosts(m)],
+        {"HYDRA_LAUNCHER_EXTRA_ARGS": "--no-forward-stdin -o ServerAliveInterval=1"},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def short_idle(mpi: Mpi) -> Iterator[None]:
+    with short_stream_idle_timeout(mpi.cluster, IDLE_TIMEOUT_S):
+        yield
+
+
+@pytest.mark.restarts_cluster
+@pytest.mark.parametrize("flavour", list(SILENT_JOB))
+def test_a_job_whose_daemons_are_silent_for_10x_the_idle_timeout_completes(
+    mpi: Mpi, short_idle: None, flavour: str
+) -> None:
+    assert pod_processes() == [], describe(pod_processes())
+    args, extra = SILENT_JOB[flavour](mpi)
+    env = launcher_env(mpi, flavour, extra)
+    quiet = 10 * IDLE_TIMEOUT_S
+    res = run_job([env["MPI_LAUNCHER"], *args, "sleep", str(quiet)], env, JOB_TIMEOUT_S)
+    assert res.returncode == 0, res.describe()
     wait_for(lambda: not pod_processes(), timeout=15, what="no daemon or rank in the pods")

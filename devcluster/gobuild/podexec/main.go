@@ -71,6 +71,8 @@ type server struct {
 	servicePort   string
 	self          string
 
+	idleTimeout time.Duration
+
 	mu     sync.Mutex
 	tokens map[string]time.Time // pod UID -> when its token was written
 }
@@ -89,6 +91,8 @@ func serve(args []string) {
 	domain := fs.String("cluster-domain", "cluster.local", "cluster DNS domain")
 	svcHost := fs.String("service-host", "", "KUBERNETES_SERVICE_HOST inside pods")
 	svcPort := fs.String("service-port", "", "KUBERNETES_SERVICE_PORT inside pods")
+	idle := fs.Duration("stream-idle-timeout", 4*time.Hour,
+		"close an exec stream after this long without a data frame either way (containerd's stream_idle_timeout)")
 	_ = fs.Parse(args)
 
 	self, err := os.Executable()
@@ -106,6 +110,7 @@ func serve(args []string) {
 	s := &server{
 		api: api, stateDir: *stateDir, dnsAddress: *dns, clusterDomain: *domain,
 		serviceHost: *svcHost, servicePort: *svcPort, self: self, tokens: map[string]time.Time{},
+		idleTimeout: *idle,
 	}
 	caPEM, err := os.ReadFile(*clientCA)
 	if err != nil {
@@ -150,7 +155,7 @@ func (s *server) handleExec(w http.ResponseWriter, req *http.Request) {
 	}
 	cmd := req.URL.Query()[corev1.ExecCommandParam]
 	remotecommand.ServeExec(w, req, s, ns+"/"+pod, uid, container, cmd, opts,
-		4*time.Hour, 30*time.Second, remotecommand.SupportedStreamingProtocols)
+		s.idleTimeout, 30*time.Second, remotecommand.SupportedStreamingProtocols)
 }
 
 // enterSpec is what the re-exec'd child needs to make its namespaces look like the pod.
