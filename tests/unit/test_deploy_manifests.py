@@ -139,6 +139,9 @@ def test_launcher_job(rendered: tuple[str, Job]) -> None:
     (main,) = pod["containers"]
     env = {e["name"]: e["value"] for e in main["env"]}
     assert {k: env[k] for k in LAUNCHER_ENV} == LAUNCHER_ENV
+    # kubexec's scope in the launcher: its own pod's job label, which the workers carry too.
+    job_label = spec["template"]["metadata"]["labels"]["k8smpi.dev/job"]
+    assert j.workers["spec"]["template"]["metadata"]["labels"]["k8smpi.dev/job"] == job_label
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/opt/mpi/etc"]]["emptyDir"] == {}
@@ -154,3 +157,18 @@ def test_batch_scripts_have_no_kubernetes_flags() -> None:
         )
         assert "mpirun" in text
         assert not re.search(r"kubexec|kubectl|--mca|plm_|KUBERNETES", text), script
+
+
+def test_the_launcher_pod_is_pod_security_restricted(rendered: tuple[str, Job]) -> None:
+    # The rules of the "restricted" level that the pod itself must state (the apiserver
+    # checks them all in tests/e2e/test_deploy.py).
+    _, j = rendered
+    pod = j.launcher["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    for container in pod["initContainers"] + pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
+        assert not context.get("privileged")
