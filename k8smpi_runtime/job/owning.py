@@ -56,7 +56,9 @@ def retrying(fn: Callable[[], JSON], *, within: float, what: str) -> JSON:
         try:
             return fn()
         except (TransportError, ApiError) as e:
-            transient = isinstance(e, TransportError) or (isinstance(e, ApiError) and e.transient)
+            transient = (isinstance(e, TransportError) and e.retryable) or (
+                isinstance(e, ApiError) and e.transient
+            )
             if not transient or time.monotonic() + delay > deadline:
                 raise
             logger.debug("%s: %s; retrying in %.1fs", what, e, delay)

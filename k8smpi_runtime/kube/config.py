@@ -37,7 +37,7 @@ import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from k8smpi_runtime.errors import ConfigError
 from k8smpi_runtime.kube import credentials, dialing, proxies
@@ -288,8 +288,7 @@ def _from_kubeconfig(
     )
 
 
-@dataclass(frozen=True)
-class _Tls:
+class _Tls(NamedTuple):
     ca_file: str | None
     ca_data: bytes | None
     insecure: bool

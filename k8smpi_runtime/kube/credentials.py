@@ -26,9 +26,8 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from k8smpi_runtime.errors import ConfigError
 
@@ -66,12 +65,19 @@ def check_token(value: str, where: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
 class StaticToken:
-    value: str = field(repr=False)
+    """The kubeconfig's ``token``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "StaticToken(...)"
 
     def token(self) -> str:
-        return self.value
+        return self._value
 
 
 class FileToken:
@@ -114,15 +120,20 @@ class FileToken:
             return self._value
 
 
-@dataclass(frozen=True)
-class Credential:
-    """What a plugin returned: a token and/or a client certificate and key, and its expiry."""
+class Credential(NamedTuple):
+    """What a plugin returned: a token and/or a client certificate and key, and its expiry.
 
-    token: str | None = field(default=None, repr=False)
-    cert_pem: bytes | None = field(default=None, repr=False)
-    key_pem: bytes | None = field(default=None, repr=False)
+    (NamedTuples, not dataclasses, on kubexec's import path: a dataclass costs it about 1 ms.)
+    """
+
+    token: str | None = None
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
     expires: float | None = None
     """Wall-clock seconds (``time.time()``); None: valid for the process's life."""
+
+    def __repr__(self) -> str:
+        return f"Credential(expires={self.expires})"
 
 
 class ExecPlugin:

@@ -21,7 +21,7 @@ import contextlib
 import socket
 import ssl
 import urllib.parse
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from k8smpi_runtime.errors import TransportError
 
@@ -42,8 +42,7 @@ class ProxyRefused(OSError):
         return str(self.strerror)
 
 
-@dataclass(frozen=True)
-class Proxy:
+class Proxy(NamedTuple):
     host: str
     port: int
     authorization: str | None = None

@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from k8smpi_runtime.errors import K8smpiError, TransportError, api_error
 from k8smpi_runtime.kube import dialing, websocket
@@ -57,8 +57,7 @@ class ExecTarget:
     container: str | None = None
 
 
-@dataclass(frozen=True)
-class Keepalive:
+class Keepalive(NamedTuple):
     """ssh's ServerAliveInterval and ServerAliveCountMax, for an exec stream."""
 
     interval: float = 30.0

@@ -215,7 +215,7 @@ class Api:
                     return
                 yield chunk
         except (OSError, http.client.HTTPException) as e:
-            raise _transport_error(self.config.server, e) from e
+            raise dialing.transport_error(self.config.server, e) from e
         finally:
             conn.close()
 

@@ -90,8 +90,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -394,12 +393,11 @@ TTY_WRAPPER = _compact(_expand(_TTY_SOURCE))
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{8,64}\Z")
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(NamedTuple):
     """What one exec needs: its argv, and what to write first on its stdin."""
 
     argv: list[str]
-    preamble: bytes = field(default=b"", repr=False)
+    preamble: bytes = b""
 
 
 def new_session_id() -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 from k8smpi_runtime import hosts
 from k8smpi_runtime.errors import ApiError, K8smpiError, NotFoundError
@@ -77,8 +77,7 @@ class Target:
     container: str | None
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """The pods a lookup may take: those matching ``selector`` (None: any)."""
 
     selector: str | None = None
