@@ -30,8 +30,9 @@ session id, uid, gid, groups and shell.
 
 1. switches to the target uid/gid when it differs from the container's uid (below);
 2. refuses a second start of the same session id in this container: it claims the session with
-   ``mkdir /dev/shm/.kubexec-<id>`` (``/tmp`` when /dev/shm is not writable; nowhere to claim
-   means no guard). A request replayed by a proxy or a retry exits 255 and runs nothing;
+   ``mkdir /dev/shm/.kubexec-<id>`` (``/tmp`` when /dev/shm is not writable; with neither
+   writable it runs unchecked). A request replayed by a proxy or a retry exits 255 and runs
+   nothing. The claims stay (empty folders, gone with the pod) so a late replay is refused too;
 3. exports ``SHELL`` (the command's shell) if unset, as sshd does, and runs the command as
    ``setsid $shell -c "$cmd"`` in a session of its own, with ``KUBEXEC_SESSION=<session id>``
    in its environment. The command's exit status is the wrapper's; a command killed by signal

@@ -9,8 +9,8 @@
 //   - stdin EOF (or a dropped stream) closes the process's stdin; a disconnect does not kill
 //     the process (kubernetes#89031): orphan handling is the client's job;
 //   - inside, the process sees its pod: a private UTS and mount namespace with the pod's
-//     hostname, a resolv.conf pointing at the devcluster's CoreDNS with the pod's search
-//     domains, the pod's service-account token at the standard path, the container's plain
+//     hostname, its own /dev/shm, a resolv.conf pointing at the devcluster's CoreDNS with the
+//     pod's search domains, the pod's service-account token at the standard path, the container's plain
 //     env values and KUBERNETES_SERVICE_HOST/PORT, and the container's runAsUser/runAsGroup.
 //
 // Only the API server may connect: TLS with a required client certificate from the
@@ -95,10 +95,10 @@ func serve(args []string) {
 		"close an exec stream after this long without a data frame either way (containerd's stream_idle_timeout)")
 	_ = fs.Parse(args)
 
-	self, err := os.Executable()
-	if err != nil {
-		log.Fatalf("podexec: %v", err)
-	}
+	// The enter step must be this very binary: the file at os.Executable()'s path is rebuilt
+	// by every checkout's "up" (a shared cache), and another build's "enter" may not know this
+	// one's spec. /proc/self/exe is the running file even after it was replaced.
+	self := "/proc/self/exe"
 	api, err := newAPIClient(*apiServer, *clientCA, *apiCert, *apiKey)
 	if err != nil {
 		log.Fatalf("podexec: %v", err)
@@ -163,6 +163,7 @@ type enterSpec struct {
 	Hostname string  `json:"hostname"`
 	Resolv   string  `json:"resolv,omitempty"`
 	SADir    string  `json:"saDir,omitempty"`
+	Shm      string  `json:"shm,omitempty"`
 	UID      *int64  `json:"uid,omitempty"`
 	GID      *int64  `json:"gid,omitempty"`
 	Groups   []int64 `json:"groups,omitempty"`
@@ -195,6 +196,9 @@ func (s *server) ExecInContainer(ctx context.Context, name, _ string, container 
 	}
 	if v, ok := os.LookupEnv("HOME"); ok {
 		env = append(env, "HOME="+v)
+	}
+	if spec.Shm, err = s.shm(pod); err != nil {
+		return err
 	}
 	if spec.Resolv, err = s.resolvConf(pod); err != nil {
 		return err
@@ -316,6 +320,16 @@ func identity(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64, groups []i
 
 func (s *server) podDir(pod *corev1.Pod) string {
 	return filepath.Join(s.stateDir, "pods", string(pod.UID))
+}
+
+// shm is the pod's own /dev/shm (as a runtime gives each pod one): what the pod's processes
+// leave there stays in the pod's folder under the state dir, not in this machine's /dev/shm.
+func (s *server) shm(pod *corev1.Pod) (string, error) {
+	dir := filepath.Join(s.podDir(pod), "shm")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return dir, os.Chmod(dir, 0o1777)
 }
 
 func (s *server) resolvConf(pod *corev1.Pod) (string, error) {
@@ -498,6 +512,11 @@ func enter(args []string) {
 	// Keep this namespace's mounts to itself.
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		fail("making mounts private: %v", err)
+	}
+	if spec.Shm != "" {
+		if err := syscall.Mount(spec.Shm, "/dev/shm", "", syscall.MS_BIND, ""); err != nil {
+			fail("/dev/shm: %v", err)
+		}
 	}
 	if spec.Resolv != "" {
 		if err := syscall.Mount(spec.Resolv, "/etc/resolv.conf", "", syscall.MS_BIND, ""); err != nil {
