@@ -76,6 +76,20 @@ def wait_for(predicate: Any, timeout: float) -> bool:
     return bool(predicate())
 
 
+def _claims() -> set[Path]:
+    return {p for d in ("/dev/shm", "/tmp") for p in Path(d).glob(".kubexec-*")}
+
+
+@pytest.fixture(autouse=True)
+def _no_claims_left() -> Iterator[None]:
+    """The wrappers' session claims (empty folders) made here are removed afterwards."""
+    before = _claims()
+    yield
+    for claim in _claims() - before:
+        with contextlib.suppress(OSError):
+            claim.rmdir()
+
+
 @pytest.fixture
 def session_id() -> Iterator[str]:
     sid = remote.new_session_id()
@@ -83,9 +97,6 @@ def session_id() -> Iterator[str]:
     for pid in marked_pids(sid) + list(wrapper_pids(sid)):  # never leave processes behind
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    for claims in ("/dev/shm", "/tmp"):
-        with contextlib.suppress(OSError):
-            (Path(claims) / f".kubexec-{sid}").rmdir()
 
 
 class Wrapper:
