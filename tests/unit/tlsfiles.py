@@ -3,7 +3,9 @@ certificate, made once per test session with the openssl command line."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ def _issue(folder: Path, name: str, subject: str, ext: str) -> None:
 @functools.cache
 def pki() -> Pki:
     folder = Path(tempfile.mkdtemp(prefix="k8smpi-pki-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(folder / "ca.key"))
     _openssl(
         "req", "-x509", "-new", "-key", str(folder / "ca.key"), "-subj", "/CN=test-ca",
