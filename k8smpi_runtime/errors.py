@@ -7,7 +7,9 @@ short so a misbehaving server cannot flood a terminal.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
+if TYPE_CHECKING:
+    from typing import Any
 
 BODY_LIMIT = 256
 

@@ -27,6 +27,12 @@ Read as kubectl reads them:
 - ``proxy-url`` and ``HTTPS_PROXY``/``NO_PROXY``: :mod:`.proxies`;
 - the client key is loaded from memory (an anonymous ``memfd``, or a pipe), never from a file;
 - a YAML error names the line and column only: it never shows the file's text (tokens).
+
+This runs at the start of every kubexec call, so it keeps off what costs a call time there
+(measured on Python 3.11, 2 cores): ``dataclasses`` (ClientConfig is a Record), ``pathlib``
+(os.path), ``urllib.parse`` (:mod:`.urls`), PyYAML for JSON and block-YAML kubeconfigs
+(:mod:`.yamlish`), and a second SSL context for the same credentials in one process
+(:meth:`ClientConfig.ssl_context` keeps it).
 """
 
 from __future__ import annotations
@@ -34,16 +40,15 @@ from __future__ import annotations
 import base64
 import os
 import ssl
-import urllib.parse
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from k8smpi_runtime.errors import ConfigError
-from k8smpi_runtime.kube import credentials, dialing, proxies
+from k8smpi_runtime.kube import credentials, dialing, proxies, urls, yamlish
+from k8smpi_runtime.records import Record
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 #: The kubelet mounts the service account here; K8SMPI_SERVICEACCOUNT_DIR overrides it (tests,
 #: and the demo, which runs the launcher's script on the host as if it were the launcher pod).
@@ -51,8 +56,7 @@ SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 EXEC_EXTENSION = "client.authentication.k8s.io/exec"
 
 
-@dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(Record):
     """Everything needed to open a connection to the API server as someone."""
 
     server: str
@@ -60,9 +64,9 @@ class ClientConfig:
     source: str
     ca_file: str | None = None
     ca_data: bytes | None = None
-    cert_pem: bytes | None = field(default=None, repr=False)
-    key_pem: bytes | None = field(default=None, repr=False)
-    token_source: credentials.TokenSource | None = field(default=None, repr=False)
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
+    token_source: credentials.TokenSource | None = None
     insecure: bool = False
     tls_server_name: str | None = None
     proxy: str | None = None
@@ -70,12 +74,28 @@ class ClientConfig:
     in_cluster: bool = False
     """Credentials from the pod's own service account."""
 
+    def __repr__(self) -> str:
+        shown = ("server", "namespace", "source", "ca_file", "insecure", "tls_server_name")
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
+        return f"ClientConfig({fields}, ...)"  # never the key or the token
+
     @property
     def token(self) -> str | None:
         """The bearer token to send now (token files are re-read, plugin tokens renewed)."""
         return self.token_source.token() if self.token_source is not None else None
 
     def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context for these credentials, made once per process (a call that opens
+        several connections, a control master's sessions, reuse it: loading the CA and the key
+        pair is most of its cost)."""
+        ctx = _CONTEXTS.get(self)
+        if ctx is None:
+            if len(_CONTEXTS) >= _MAX_CONTEXTS:  # a long-lived master reloads its credentials
+                _CONTEXTS.clear()
+            ctx = _CONTEXTS[self] = self._new_ssl_context()
+        return ctx
+
+    def _new_ssl_context(self) -> ssl.SSLContext:
         # CA data wins over the file, as in client-go; the system's CAs when neither is given.
         ctx = ssl.create_default_context(
             cafile=None if self.ca_data else self.ca_file,
@@ -91,6 +111,10 @@ class ClientConfig:
     def auth_headers(self) -> dict[str, str]:
         token = self.token
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+_CONTEXTS: dict[ClientConfig, ssl.SSLContext] = {}
+_MAX_CONTEXTS = 4
 
 
 def _load_cert_chain(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
@@ -151,14 +175,14 @@ def load(
     """The client configuration, found by the precedence in this module's docstring."""
     env = os.environ if env is None else env
     if kubeconfig:
-        return _from_kubeconfig([Path(kubeconfig).expanduser()], context, namespace, env)
+        return _from_kubeconfig([os.path.expanduser(kubeconfig)], context, namespace, env)
     if env.get("KUBECONFIG"):
-        paths = [Path(p).expanduser() for p in env["KUBECONFIG"].split(os.pathsep) if p]
+        paths = [os.path.expanduser(p) for p in env["KUBECONFIG"].split(os.pathsep) if p]
         return _from_kubeconfig(paths, context, namespace, env)
     if context is None and env.get("KUBERNETES_SERVICE_HOST"):
         return _in_cluster(namespace, env)
-    default = Path(env.get("HOME", str(Path.home()))) / ".kube" / "config"
-    if default.exists():
+    default = os.path.join(env.get("HOME", os.path.expanduser("~")), ".kube", "config")
+    if os.path.exists(default):
         return _from_kubeconfig([default], context, namespace, env)
     raise ConfigError(
         "no Kubernetes credentials: not in a pod (KUBERNETES_SERVICE_HOST unset), "
@@ -171,47 +195,50 @@ def in_cluster_namespace(env: Mapping[str, str] | None = None) -> str | None:
     env = os.environ if env is None else env
     if not env.get("KUBERNETES_SERVICE_HOST"):
         return None
-    path = Path(env.get("K8SMPI_SERVICEACCOUNT_DIR", SERVICEACCOUNT_DIR)) / "namespace"
+    path = os.path.join(env.get("K8SMPI_SERVICEACCOUNT_DIR", SERVICEACCOUNT_DIR), "namespace")
     try:
-        return path.read_text().strip() or None
-    except OSError:
+        return _text(path).strip() or None
+    except (OSError, UnicodeError):
         return None
 
 
+def _text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def _in_cluster(namespace: str | None, env: Mapping[str, str]) -> ClientConfig:
-    sa = Path(env.get("K8SMPI_SERVICEACCOUNT_DIR", SERVICEACCOUNT_DIR))
+    sa = env.get("K8SMPI_SERVICEACCOUNT_DIR", SERVICEACCOUNT_DIR)
     host = env["KUBERNETES_SERVICE_HOST"]
     port = env.get("KUBERNETES_SERVICE_PORT", "443")
     if not port.isdigit():
         raise ConfigError(f"KUBERNETES_SERVICE_PORT={port!r} is not a port number")
     try:
-        token = credentials.FileToken(sa / "token")
+        token = credentials.FileToken(os.path.join(sa, "token"))
     except ConfigError as e:
         raise ConfigError(f"in a pod but the service-account token is unusable: {e}") from None
-    ca = sa / "ca.crt"
-    if not ca.exists():
+    ca = os.path.join(sa, "ca.crt")
+    if not os.path.exists(ca):
         raise ConfigError(f"in a pod but the service-account CA {ca} is missing")
     bracketed = f"[{host}]" if ":" in host else host
     return ClientConfig(
         server=f"https://{bracketed}:{port}",
         namespace=namespace or in_cluster_namespace(env) or "default",
         source=f"in-cluster service account ({sa})",
-        ca_file=str(ca),
+        ca_file=ca,
         token_source=token,
         proxy=proxies.for_server(host, int(port), proxy_url=None, env=env),
         in_cluster=True,
     )
 
 
-def _read_kubeconfigs(paths: list[Path]) -> dict[str, Any]:
+def _read_kubeconfigs(paths: list[str]) -> dict[str, Any]:
     """Merge kubeconfig files as kubectl does: the first definition of each name wins."""
-    import yaml  # noqa: PLC0415 - only kubeconfig users pay for the YAML parser
-
     merged: dict[str, Any] = {"clusters": {}, "users": {}, "contexts": {}, "current-context": None}
     found = False
     for path in paths:
         try:
-            text = path.read_text()
+            text = _text(path)
         except FileNotFoundError:
             continue
         except OSError as e:
@@ -220,19 +247,17 @@ def _read_kubeconfigs(paths: list[Path]) -> dict[str, Any]:
             raise ConfigError(f"kubeconfig {path} is not UTF-8 text") from None
         found = True
         try:
-            doc = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
+            doc = yamlish.load(text) or {}
+        except yamlish.Invalid as e:
             # Never the parser's own message: it quotes the offending line (a token, a key).
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise ConfigError(f"kubeconfig {path} is not valid YAML{where}") from None
+            raise ConfigError(f"kubeconfig {path} is not valid YAML{e.where}") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"kubeconfig {path} is not a mapping")
         for kind, key in (("clusters", "cluster"), ("users", "user"), ("contexts", "context")):
             for item in doc.get(kind) or []:
                 if isinstance(item, dict) and "name" in item:
                     entry = dict(item.get(key) or {})
-                    entry["_dir"] = str(path.parent)
+                    entry["_dir"] = os.path.dirname(path)
                     merged[kind].setdefault(item["name"], entry)
         merged["current-context"] = merged["current-context"] or doc.get("current-context")
     if not found:
@@ -241,7 +266,7 @@ def _read_kubeconfigs(paths: list[Path]) -> dict[str, Any]:
 
 
 def _from_kubeconfig(
-    paths: list[Path], context: str | None, namespace: str | None, env: Mapping[str, str]
+    paths: list[str], context: str | None, namespace: str | None, env: Mapping[str, str]
 ) -> ClientConfig:
     cfg = _read_kubeconfigs(paths)
     ctx_name = context or cfg["current-context"]
@@ -255,17 +280,17 @@ def _from_kubeconfig(
         raise ConfigError(f"context {ctx_name!r} names no cluster with a server")
     tls = _tls(cluster)
     server = str(cluster["server"]).rstrip("/")
-    url = urllib.parse.urlsplit(server)
+    try:
+        url = urls.split_server(server)
+    except ValueError:
+        raise ConfigError(f"kubeconfig cluster server {server!r} has a bad port") from None
     proxy_url = cluster.get("proxy-url") or None
     if proxy_url is not None:
         try:
             dialing.parse_proxy(str(proxy_url))
         except ValueError as e:
             raise ConfigError(f"kubeconfig cluster proxy-url: {e}") from None
-    try:
-        port = url.port or 443
-    except ValueError:
-        raise ConfigError(f"kubeconfig cluster server {server!r} has a bad port") from None
+    port = url.port or 443
     user = cfg["users"].get(ctx.get("user"), {})
     plugin = user.get("exec")
     wants_info = isinstance(plugin, dict) and bool(plugin.get("provideClusterInfo"))
@@ -288,7 +313,7 @@ def _from_kubeconfig(
     )
 
 
-class _Tls(NamedTuple):
+class _Tls(Record):
     ca_file: str | None
     ca_data: bytes | None
     insecure: bool
@@ -342,8 +367,8 @@ def _path(entry: dict[str, Any], key: str) -> str | None:
     value = entry.get(key)
     if not value:
         return None
-    p = Path(str(value)).expanduser()
-    return str(p if p.is_absolute() else Path(entry["_dir"]) / p)
+    p = os.path.expanduser(str(value))
+    return p if os.path.isabs(p) else os.path.join(entry["_dir"], p)
 
 
 def _data(entry: dict[str, Any], key: str) -> bytes | None:
@@ -360,7 +385,8 @@ def _read(path: str | None) -> bytes | None:
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
 
@@ -379,7 +405,7 @@ def _user_credentials(
     source: credentials.TokenSource | None = None
     token_file = _path(user, "tokenFile")
     if token_file:  # client-go: the file's token wins over an inline one
-        source = credentials.FileToken(Path(token_file))
+        source = credentials.FileToken(token_file)
     elif user.get("token"):
         if not isinstance(user["token"], str):
             raise ConfigError("kubeconfig user token must be a string")

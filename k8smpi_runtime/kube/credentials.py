@@ -23,30 +23,33 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
+import os
 import threading
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from k8smpi_runtime import lazylog
 from k8smpi_runtime.errors import ConfigError
+from k8smpi_runtime.records import Record
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any, Protocol
 
-logger = logging.getLogger(__name__)
+    class TokenSource(Protocol):
+        def token(self) -> str | None:
+            """The token to send now (None: none, e.g. a plugin that gave only a
+            certificate)."""
+            ...
+
+
+logger = lazylog.getLogger(__name__)
 
 FILE_PERIOD = 60.0
 """Seconds after which a token file is read again (client-go's period)."""
 EXEC_TIMEOUT = 60.0
 EXPIRY_MARGIN = 10.0
 """Run the plugin again this many seconds before its credential expires."""
-
-
-class TokenSource(Protocol):
-    def token(self) -> str | None:
-        """The token to send now (None: none, e.g. a plugin that gave only a certificate)."""
-        ...
 
 
 def check_token(value: str, where: str) -> str:
@@ -85,12 +88,12 @@ class FileToken:
 
     def __init__(
         self,
-        path: Path,
+        path: str | os.PathLike[str],
         *,
         period: float | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.path = path
+        self.path = os.fspath(path)
         self.period = FILE_PERIOD if period is None else period
         self._clock = clock or time.monotonic
         self._lock = threading.Lock()
@@ -98,15 +101,16 @@ class FileToken:
         self._read_at = self._clock()
 
     def __repr__(self) -> str:
-        return f"FileToken({str(self.path)!r})"
+        return f"FileToken({self.path!r})"
 
     def _read(self) -> str:
         try:
-            text = self.path.read_text(encoding="utf-8", errors="strict")
+            with open(self.path, encoding="utf-8", errors="strict") as f:
+                text = f.read()
         except (OSError, UnicodeError) as e:
             reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
             raise ConfigError(f"cannot read the token file {self.path}: {reason}") from None
-        return check_token(text.strip(), str(self.path))
+        return check_token(text.strip(), self.path)
 
     def token(self) -> str:
         with self._lock:
@@ -120,11 +124,8 @@ class FileToken:
             return self._value
 
 
-class Credential(NamedTuple):
-    """What a plugin returned: a token and/or a client certificate and key, and its expiry.
-
-    (NamedTuples, not dataclasses, on kubexec's import path: a dataclass costs it about 1 ms.)
-    """
+class Credential(Record):
+    """What a plugin returned: a token and/or a client certificate and key, and its expiry."""
 
     token: str | None = None
     cert_pem: bytes | None = None
@@ -153,8 +154,8 @@ class ExecPlugin:
             raise ConfigError("kubeconfig exec plugin has no command")
         # client-go: a command with a path separator is a path, relative to the kubeconfig's
         # folder; a bare name is looked up on PATH.
-        if "/" in command and not Path(command).is_absolute():
-            command = str(Path(kubeconfig_dir) / command)
+        if "/" in command and not os.path.isabs(command):
+            command = os.path.join(kubeconfig_dir, command)
         self.command = command
         self.args = [str(a) for a in spec.get("args") or []]
         self.api_version = str(spec.get("apiVersion") or "client.authentication.k8s.io/v1")

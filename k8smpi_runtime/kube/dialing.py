@@ -17,13 +17,11 @@ through :func:`open_tls`, so proxies and socket options are the same everywhere:
 from __future__ import annotations
 
 import base64
-import contextlib
 import socket
 import ssl
-import urllib.parse
-from typing import NamedTuple
 
 from k8smpi_runtime.errors import TransportError
+from k8smpi_runtime.records import Record
 
 KEEPALIVE_IDLE = 30
 KEEPALIVE_INTERVAL = 10
@@ -42,7 +40,7 @@ class ProxyRefused(OSError):
         return str(self.strerror)
 
 
-class Proxy(NamedTuple):
+class Proxy(Record):
     host: str
     port: int
     authorization: str | None = None
@@ -57,6 +55,8 @@ class Proxy(NamedTuple):
 
 def parse_proxy(url: str) -> Proxy:
     """The proxy an URL names; ValueError (a one-line message, no credentials) when it cannot be."""
+    import urllib.parse  # noqa: PLC0415 - only proxy users pay for it (kubexec's start-up)
+
     text = url.strip()
     if "://" not in text:
         text = "http://" + text  # Go accepts "proxy:3128" in HTTPS_PROXY too
@@ -91,7 +91,7 @@ def open_tls(
     """A TLS connection to ``host:port``, through ``proxy`` when given (see the module doc)."""
     raw = open_tcp(host, port, timeout=timeout, proxy=proxy)
     try:
-        return context.wrap_socket(raw, server_hostname=server_hostname or host)
+        return context.wrap_socket(raw, server_hostname=_ascii(server_hostname or host))
     except BaseException:
         raw.close()
         raise
@@ -102,13 +102,15 @@ def open_tcp(
 ) -> socket.socket:
     """A TCP connection to ``host:port`` (or a tunnel to it), with this module's options."""
     if proxy is None:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        address = (_ascii(host), port)
+        sock = socket.create_connection(address, timeout=timeout)  # type: ignore[arg-type]
     else:
         try:
             via = parse_proxy(proxy)
         except ValueError as e:
             raise ProxyRefused(0, str(e)) from None
-        sock = socket.create_connection((via.host, via.port), timeout=timeout)
+        address = (_ascii(via.host), via.port)
+        sock = socket.create_connection(address, timeout=timeout)  # type: ignore[arg-type]
     try:
         _tune(sock)
         if proxy is not None:
@@ -117,6 +119,13 @@ def open_tcp(
         sock.close()
         raise
     return sock
+
+
+def _ascii(name: str) -> str | bytes:
+    """``name`` as bytes when it is ASCII (its own IDNA form): getaddrinfo() and ssl encode a
+    str with the ``idna`` codec, whose import (with stringprep and unicodedata) is about 5 ms
+    of a kubexec call."""
+    return name.encode() if name.isascii() else name
 
 
 def _tune(sock: socket.socket) -> None:
@@ -129,8 +138,10 @@ def _tune(sock: socket.socket) -> None:
     ):
         option = getattr(socket, name, None)
         if option is not None:  # Linux; elsewhere the system's keepalive defaults apply
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - contextlib is one import more on every call's path
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            except OSError:
+                pass
 
 
 def _tunnel(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:

@@ -20,23 +20,23 @@ ends the stream within :attr:`Keepalive.bound` seconds of the last byte received
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
-import urllib.parse
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
 
+from k8smpi_runtime import lazylog
 from k8smpi_runtime.errors import K8smpiError, TransportError, api_error
-from k8smpi_runtime.kube import dialing, websocket
+from k8smpi_runtime.kube import dialing, urls, websocket
+from k8smpi_runtime.records import Record
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable, Iterator, Sequence
+    from typing import Any
 
     from k8smpi_runtime.kube.config import ClientConfig
 
-logger = logging.getLogger(__name__)
+logger = lazylog.getLogger(__name__)
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255
@@ -50,14 +50,13 @@ class ExecFailed(K8smpiError):
     """The exec ended with a status that carries no exit code (e.g. executable not found)."""
 
 
-@dataclass(frozen=True)
-class ExecTarget:
+class ExecTarget(Record):
     namespace: str
     pod: str
     container: str | None = None
 
 
-class Keepalive(NamedTuple):
+class Keepalive(Record):
     """ssh's ServerAliveInterval and ServerAliveCountMax, for an exec stream."""
 
     interval: float = 30.0
@@ -79,6 +78,14 @@ def exec_url(
     stdin: bool,
     tty: bool,
 ) -> str:
+    server, path = _exec_path(config, target, command, stdin=stdin, tty=tty)
+    return f"wss://{server.netloc}{path}"
+
+
+def _exec_path(
+    config: ClientConfig, target: ExecTarget, command: Sequence[str], *, stdin: bool, tty: bool
+) -> tuple[urls.Server, str]:
+    """The API server's URL parts and the exec request's path with its query."""
     params: list[tuple[str, str]] = [("command", c) for c in command]
     params += [
         ("stdin", str(stdin).lower()),
@@ -89,17 +96,12 @@ def exec_url(
     ]
     if target.container:
         params.append(("container", target.container))
-    server = urllib.parse.urlsplit(config.server)
+    server = urls.split_server(config.server)
     path = (
-        f"{server.path.rstrip('/')}/api/v1/namespaces/{quote(target.namespace)}"
-        f"/pods/{quote(target.pod)}/exec"
+        f"{server.path.rstrip('/')}/api/v1/namespaces/{urls.segment(target.namespace)}"
+        f"/pods/{urls.segment(target.pod)}/exec"
     )
-    return urllib.parse.urlunsplit(("wss", server.netloc, path, urllib.parse.urlencode(params), ""))
-
-
-def quote(part: str) -> str:
-    """One URL path segment: every ``/``, ``?``, ``#``, ``%`` and ``..`` stays inside it."""
-    return urllib.parse.quote(part, safe="")
+    return server, f"{path}?{urls.urlencode(params)}"
 
 
 def exit_code(status: dict[str, Any]) -> int:
@@ -150,10 +152,10 @@ class ExecStream:
         self.target = target
         self.status: dict[str, Any] | None = None
         self.presumed_dead: Keepalive | None = None
-        url = urllib.parse.urlsplit(exec_url(config, target, command, stdin=stdin, tty=tty))
+        server, path = _exec_path(config, target, command, stdin=stdin, tty=tty)
         headers = [*config.auth_headers().items(), ("User-Agent", USER_AGENT)]
         endpoint = websocket.Endpoint(
-            host=url.hostname or "", port=url.port or 443, path=f"{url.path}?{url.query}"
+            host=server.hostname or "", port=server.port or 443, path=path
         )
         try:
             if sock is None:

@@ -16,10 +16,9 @@ place): set ``NO_PROXY`` to the Service network when a pod has ``HTTPS_PROXY`` f
 
 from __future__ import annotations
 
-import ipaddress
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
+    import ipaddress
     from collections.abc import Mapping
 
 
@@ -66,6 +65,8 @@ def _matches(
 
 
 def _in_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, cidr: str) -> bool:
+    import ipaddress  # noqa: PLC0415 - see _ip
+
     try:
         network = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
@@ -85,6 +86,9 @@ def _split_port(entry: str) -> tuple[str, int | None]:
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Imported here: only a call with a proxy in its environment gets this far.
+    import ipaddress  # noqa: PLC0415
+
     try:
         return ipaddress.ip_address(text)
     except ValueError:

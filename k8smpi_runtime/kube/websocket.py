@@ -31,11 +31,11 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from k8smpi_runtime.kube import dialing
+from k8smpi_runtime.records import Record
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Sequence
@@ -84,8 +84,7 @@ class HandshakeRefused(Exception):
         self.headers = headers
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Record):
     host: str
     port: int
     path: str

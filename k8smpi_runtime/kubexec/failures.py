@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING
-
 from k8smpi_runtime.errors import ForbiddenError, K8smpiError, UnauthorizedError
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     from k8smpi_runtime.errors import ApiError
 
@@ -18,7 +16,8 @@ kubexec being interrupted (SIGINT/SIGTERM/SIGHUP)."""
 
 RBAC_NEEDED = "kubexec needs pods: get, list and pods/exec: create, get"
 
-_FORBIDDEN = re.compile(
+# Compiled only for a refusal (re is one import more on every call's start otherwise).
+_FORBIDDEN = (
     r'User "(?P<user>[^"]*)" cannot (?P<verb>\S+) resource "(?P<resource>[^"]+)"'
     r'(?: in API group "[^"]*")?(?: in the namespace "(?P<namespace>[^"]*)")?'
 )
@@ -87,7 +86,9 @@ def explain(
         )
     if not isinstance(error, ForbiddenError):
         return error
-    match = _FORBIDDEN.search(str(error))
+    import re  # noqa: PLC0415 - see _FORBIDDEN
+
+    match = re.search(_FORBIDDEN, str(error))
     if match is None:
         who = subject(user) if user else "kubexec's credentials"
         return AccessDenied(

@@ -21,17 +21,16 @@ with a message naming ``securityContext.runAsUser``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from k8smpi_runtime.errors import K8smpiError
+from k8smpi_runtime.records import Record
 
 
 class UnknownUserError(K8smpiError):
     """A user name that this machine's passwd does not know."""
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(Record):
     """The remote identity; ``uid=None`` means whatever the container runs as."""
 
     uid: int | None = None

@@ -11,6 +11,10 @@ given the job's host name and subdomain, is never found, and so never receives t
 
 Requests, fewest first (see :mod:`k8smpi_runtime.hosts` for the forms):
 
+- a bare name (no subdomain) with no scope: none -- :func:`guess` makes it the target and
+  kubexec execs at once (what launchers pass: StatefulSet pods' names); only when the API
+  server refuses before anything runs (no such pod, not running, several containers) does it
+  come here. With a scope the pod is always looked up first: a pod outside it is never exec'd;
 - a name: one request for the pod of that name (a GET; with a scope, a list of the scope's pods
   with ``fieldSelector=metadata.name=<name>``). Only when there is no such pod, or it is not in
   the subdomain the host names, one list of the scope's (or namespace's) pods, matched by
@@ -26,21 +30,35 @@ Running, is a :class:`PodNotFound` / :class:`PodNotRunning`.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
-
-from k8smpi_runtime import hosts
+from k8smpi_runtime import hosts, lazylog
 from k8smpi_runtime.errors import ApiError, K8smpiError, NotFoundError
-from k8smpi_runtime.kube.exec import quote
+from k8smpi_runtime.kube import urls
 from k8smpi_runtime.kubexec import failures
+from k8smpi_runtime.records import Record
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any, NoReturn, Protocol
 
-logger = logging.getLogger(__name__)
+    Pod = dict[str, Any]
 
-Pod = dict[str, Any]
+    class PodApi(Protocol):
+        """What resolution needs from :class:`k8smpi_runtime.kube.rest.Api`."""
+
+        def get(self, path: str, params: Mapping[str, str | int | bool] | None = None) -> Pod: ...
+
+        def list(
+            self,
+            path: str,
+            params: Mapping[str, str | int | bool] | None = None,
+            *,
+            limit: int = 500,
+        ) -> tuple[list[Pod], str]: ...
+
+
+logger = lazylog.getLogger(__name__)
+
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 JOB_LABEL = "k8smpi.dev/job"
 """The label every object of one job carries (deploy/): kubexec's default scope in a pod."""
@@ -58,18 +76,7 @@ class AmbiguousHost(K8smpiError):
     """More than one live pod answers to the host name."""
 
 
-class PodApi(Protocol):
-    """What resolution needs from :class:`k8smpi_runtime.kube.rest.Api`."""
-
-    def get(self, path: str, params: Mapping[str, str | int | bool] | None = None) -> Pod: ...
-
-    def list(
-        self, path: str, params: Mapping[str, str | int | bool] | None = None, *, limit: int = 500
-    ) -> tuple[list[Pod], str]: ...
-
-
-@dataclass(frozen=True)
-class Target:
+class Target(Record):
     """A Running pod and the container to exec into."""
 
     namespace: str
@@ -77,7 +84,7 @@ class Target:
     container: str | None
 
 
-class Scope(NamedTuple):
+class Scope(Record):
     """The pods a lookup may take: those matching ``selector`` (None: any)."""
 
     selector: str | None = None
@@ -103,7 +110,9 @@ def scope_for(api: PodApi, *, explicit: str | None, in_cluster: bool, token: str
     if own is None:
         return Scope()
     namespace, name = own
-    pod = _get(api, f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}", namespace)
+    pod = _get(
+        api, f"/api/v1/namespaces/{urls.segment(namespace)}/pods/{urls.segment(name)}", namespace
+    )
     job = ((pod or {}).get("metadata") or {}).get("labels", {}).get(JOB_LABEL)
     if not job:
         logger.debug("own pod %s/%s has no %s label: no scope", namespace, name, JOB_LABEL)
@@ -115,7 +124,7 @@ def find_pod(api: PodApi, ref: hosts.HostRef, namespace: str, scope: Scope | Non
     """The pod ``ref`` names in ``namespace`` within ``scope``, Running; raises PodNotFound,
     AmbiguousHost or PodNotRunning."""
     scope = scope or Scope()
-    pods_path = f"/api/v1/namespaces/{quote(namespace)}/pods"
+    pods_path = f"/api/v1/namespaces/{urls.segment(namespace)}/pods"
     pod: Pod | None = None
     if ref.ip is None and ref.name is not None:
         pod = _by_name(api, pods_path, ref.name, namespace, scope)
@@ -134,6 +143,16 @@ def find_pod(api: PodApi, ref: hosts.HostRef, namespace: str, scope: Scope | Non
     return pod
 
 
+def guess(ref: hosts.HostRef, namespace: str, container: str | None) -> Target | None:
+    """The pod a bare name most likely is, unchecked: the pod of that name (StatefulSet pods,
+    what launchers pass), the container the API server picks (the only one) or ``container``.
+    None for IPs and ``<hostname>.<subdomain>`` names, which need the lookup. Only for calls
+    without a scope (see the module docstring)."""
+    if ref.name is None or ref.subdomain is not None:
+        return None
+    return Target(namespace=namespace, pod=ref.name, container=container)
+
+
 def container_of(pod: Pod, explicit: str | None) -> str | None:
     """``--container``, else the pod's default-container annotation, else its first container."""
     if explicit:
@@ -147,7 +166,7 @@ def container_of(pod: Pod, explicit: str | None) -> str | None:
 
 def _by_name(api: PodApi, pods_path: str, name: str, namespace: str, scope: Scope) -> Pod | None:
     if scope.selector is None:
-        return _get(api, f"{pods_path}/{quote(name)}", namespace)
+        return _get(api, f"{pods_path}/{urls.segment(name)}", namespace)
     params = {"labelSelector": scope.selector, "fieldSelector": f"metadata.name={name}"}
     items = _list(api, pods_path, namespace, params)
     return items[0] if items else None
@@ -186,7 +205,7 @@ def _not_found(
     if scope.selector is None:
         return f"no pod {_described(ref)} {where}"
     # Say so when the name exists outside the scope: a pod of another job, or a decoy.
-    other = _get(api, f"{pods_path}/{quote(ref.name)}", namespace) if ref.name else None
+    other = _get(api, f"{pods_path}/{urls.segment(ref.name)}", namespace) if ref.name else None
     if other is not None and hosts.matches(ref, other):
         return (
             f"pod {namespace}/{ref.name} is not one of this job's pods (selector "

@@ -14,24 +14,24 @@ when given. tenacity is imported only when a first try has failed: the common pa
 
 from __future__ import annotations
 
-import logging
-import random
 import socket
 import ssl
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
 
+from k8smpi_runtime import lazylog
 from k8smpi_runtime.errors import ApiError, TransportError
+from k8smpi_runtime.records import Record
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeVar
 
     import tenacity
 
-logger = logging.getLogger(__name__)
+    T = TypeVar("T")
 
-T = TypeVar("T")
+logger = lazylog.getLogger(__name__)
 
 DEFAULT_ATTEMPTS = 5
 """Tries when ``-o ConnectionAttempts`` is not given (ssh's 1 would make a 429 fatal)."""
@@ -39,8 +39,9 @@ MAX_WAIT = 5.0
 """The longest backoff between two tries, Retry-After included."""
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(Record):
+    """How often and how long the connect phase may try."""
+
     attempts: int = DEFAULT_ATTEMPTS
     deadline: float | None = None
     """Seconds from the start of the connect phase after which no new try begins."""
@@ -83,6 +84,8 @@ def backoff(error: BaseException | None, failed_tries: int) -> float:
     if isinstance(error, ApiError) and error.retry_after is not None:
         return min(max(error.retry_after, 0.0), MAX_WAIT)
     # Exponential with full jitter: many agents retrying together do not stay in step.
+    import random  # noqa: PLC0415 - only a failed try needs it
+
     ceiling = min(MAX_WAIT, 0.2 * 2 ** (failed_tries - 1))
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 

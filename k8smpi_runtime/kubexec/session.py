@@ -24,30 +24,30 @@ that find a dead connection within ``(ServerAliveCountMax + 2) x ServerAliveInte
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import stat
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
+from k8smpi_runtime import lazylog
 from k8smpi_runtime.errors import ApiError, K8smpiError, NotFoundError, TransportError
 from k8smpi_runtime.kube import exec as kexec
 from k8smpi_runtime.kubexec import failures, remote, retrying
+from k8smpi_runtime.records import Record
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable, Iterator, Sequence
+    from typing import Literal
 
     from k8smpi_runtime.kube.config import ClientConfig
     from k8smpi_runtime.kubexec.identity import Identity
     from k8smpi_runtime.kubexec.resolve import Target
 
-logger = logging.getLogger(__name__)
+    Mode = Literal["lifeline", "forward", "tty"]
 
-Mode = Literal["lifeline", "forward", "tty"]
+logger = lazylog.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
 
@@ -56,8 +56,7 @@ class OutputClosed(K8smpiError):
     """Local stdout or stderr went away (EPIPE): the remote output has nowhere to go."""
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Record):
     """What to run where, and how."""
 
     target: Target
@@ -66,11 +65,19 @@ class Request:
     mode: Mode
     shell: str = "/bin/sh"
     grace: float = 5.0
-    keepalive: kexec.Keepalive = field(default_factory=kexec.Keepalive)
+    keepalive: kexec.Keepalive = kexec.Keepalive()
+    guessed: bool = False
+    """The target is the host word taken as a pod name, not looked up: the API server's
+    refusal to start the exec (404 no such pod; 400 not running, no such container; 401/403,
+    which the lookup then names as before) is :class:`Unresolved`, and the caller looks the
+    pod up. Nothing ran remotely then."""
 
 
-@dataclass(frozen=True)
-class Streams:
+class Unresolved(K8smpiError):
+    """A guessed target (see :attr:`Request.guessed`) that the API server did not exec into."""
+
+
+class Streams(Record):
     """Local file descriptors (tests pass pipes)."""
 
     stdin: int = 0
@@ -87,7 +94,7 @@ def stdin_is_null(fd: int = 0) -> bool:
     if not stat.S_ISCHR(st.st_mode):
         return False
     try:
-        null = Path(os.devnull).stat()
+        null = os.stat(os.devnull)  # noqa: PTH116 - no pathlib on kubexec's path
     except OSError:
         return False
     return st.st_rdev == null.st_rdev
@@ -233,8 +240,12 @@ class _Runner:
                     sock=sock,
                 )
             except NotFoundError as e:
+                if self.request.guessed:
+                    raise Unresolved(str(e)) from e
                 raise TransportError(f"pod {target.namespace}/{target.pod} is gone ({e})") from e
             except ApiError as e:
+                if self.request.guessed and e.status in (400, 401, 403):
+                    raise Unresolved(str(e)) from e  # the lookup says what is wrong
                 explained = failures.explain(
                     e,
                     verb="create",

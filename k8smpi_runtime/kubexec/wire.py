@@ -10,41 +10,46 @@ writes, other tools) uses :class:`k8smpi_runtime.kube.rest.Api`.
 from __future__ import annotations
 
 import json
-import logging
 import ssl
-import urllib.parse
-from typing import TYPE_CHECKING, Any
 
+from k8smpi_runtime import lazylog
 from k8smpi_runtime.errors import TransportError, api_error
-from k8smpi_runtime.kube import dialing, paging
+from k8smpi_runtime.kube import dialing, paging, urls
 from k8smpi_runtime.kube.exec import USER_AGENT
 
+TYPE_CHECKING = False  # not typing's: see k8smpi_runtime/records.py
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from io import BufferedReader
+    from typing import Any
 
     from k8smpi_runtime.kube.config import ClientConfig
 
-logger = logging.getLogger(__name__)
+    JSON = dict[str, Any]
 
-JSON = dict[str, Any]
+logger = lazylog.getLogger(__name__)
 MAX_LINE = 64 * 1024
 
 
 class Connection:
     """GET and paginated list over one keep-alive connection (the resolve.PodApi protocol)."""
 
-    def __init__(self, config: ClientConfig, *, timeout: float = 30.0) -> None:
-        url = urllib.parse.urlsplit(config.server)
-        if url.scheme != "https" or not url.hostname:
-            raise TransportError(f"API server URL must be https://host[:port]: {config.server}")
+    def __init__(
+        self, config: ClientConfig, *, timeout: float = 30.0, sock: ssl.SSLSocket | None = None
+    ) -> None:
+        """``sock``: an idle connection to the API server for these credentials, dialed
+        before (a control master's), used as if this connection had made it."""
+        url = _server(config)
         self.config = config
         self.timeout = timeout
-        self._host = url.hostname
+        self._host = url.hostname or ""
         self._port = url.port or 443
         self._base = url.path.rstrip("/")
         self._sock: ssl.SSLSocket | None = None
         self._reader: BufferedReader | None = None
+        if sock is not None:
+            sock.settimeout(timeout)
+            self._sock, self._reader = sock, sock.makefile("rb")
 
     # -- the PodApi protocol ------------------------------------------------------------------
 
@@ -60,8 +65,8 @@ class Connection:
 
     def request(self, path: str, params: Mapping[str, str | int | bool] | None = None) -> JSON:
         """One GET; the JSON answer, or an ApiError / TransportError."""
-        query = urllib.parse.urlencode(
-            {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in (params or {}).items()}
+        query = urls.urlencode(
+            (k, str(v).lower() if isinstance(v, bool) else v) for k, v in (params or {}).items()
         )
         target = f"{self._base}{path}" + (f"?{query}" if query else "")
         for attempt in (1, 2):
@@ -82,14 +87,7 @@ class Connection:
 
     def _exchange(self, target: str) -> tuple[int, dict[str, str], bytes]:
         if self._sock is None or self._reader is None:
-            self._sock = dialing.open_tls(
-                self._host,
-                self._port,
-                context=self.config.ssl_context(),
-                server_hostname=self.config.tls_server_name,
-                timeout=self.timeout,
-                proxy=self.config.proxy,
-            )
+            self._sock = dial(self.config, timeout=self.timeout)
             self._reader = self._sock.makefile("rb")
         sock, reader = self._sock, self._reader
         lines = [
@@ -138,6 +136,26 @@ class Connection:
         sock = self.take_socket()
         if sock is not None:
             sock.close()
+
+
+def dial(config: ClientConfig, *, timeout: float) -> ssl.SSLSocket:
+    """A new TLS connection to the API server of ``config`` (through its proxy, if any)."""
+    url = _server(config)
+    return dialing.open_tls(
+        url.hostname or "",
+        url.port or 443,
+        context=config.ssl_context(),
+        server_hostname=config.tls_server_name,
+        timeout=timeout,
+        proxy=config.proxy,
+    )
+
+
+def _server(config: ClientConfig) -> urls.Server:
+    url = urls.split_server(config.server)
+    if url.scheme != "https" or not url.hostname:
+        raise TransportError(f"API server URL must be https://host[:port]: {config.server}")
+    return url
 
 
 def _idle_and_open(sock: ssl.SSLSocket) -> bool:

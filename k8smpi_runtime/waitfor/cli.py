@@ -240,13 +240,11 @@ class Api(rest.Api):
 
 def load_config(args: argparse.Namespace) -> ClientConfig:
     """Credentials; the namespace: --namespace, else in-cluster, else the kubeconfig's."""
-    import dataclasses  # noqa: PLC0415
-
     from k8smpi_runtime.kube import config  # noqa: PLC0415 - keep --help free of TLS setup
 
     cfg = config.load(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
     namespace = args.namespace or config.in_cluster_namespace() or cfg.namespace
-    return dataclasses.replace(cfg, namespace=namespace)
+    return cfg._replace(namespace=namespace)
 
 
 def retrying(fn: Callable[[], T], *, deadline: float, what: str) -> T:

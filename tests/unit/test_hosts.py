@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from k8smpi_runtime.hosts import HostError, HostRef, Pod, find, matches, parse_host
+from k8smpi_runtime.hosts import HostError, HostRef, find, matches, parse_host
 
 
 def pod(
@@ -14,7 +16,7 @@ def pod(
     subdomain: str | None = None,
     ip: str | None = None,
     deleting: bool = False,
-) -> Pod:
+) -> dict[str, Any]:
     spec: dict[str, str] = {}
     if hostname:
         spec["hostname"] = hostname
