@@ -215,6 +215,10 @@ def processes_with(token: str, *, exclude: Iterable[int] = (), cmdline: bool = F
     return found
 
 
+TEARDOWN_S = 10.0
+"""How long a pod's processes may take to go after their kubexec did (its grace is 5 s)."""
+
+
 def wait_gone(
     token: str, timeout: float, *, exclude: Iterable[int] = (), cmdline: bool = False
 ) -> list[str]:

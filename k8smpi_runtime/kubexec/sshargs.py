@@ -21,6 +21,10 @@ accepted. Those that mean something here are mapped; the rest are kept in
 - ``-o ServerAliveInterval=N`` (seconds or ssh's form; kubexec's default is 30, not ssh's 0;
   0 turns keepalives and dead-peer detection off), ``-o ServerAliveCountMax=N`` (default 3);
 - ``-p port`` and ``-o Port=``: checked and kept, but unused (there is no port in pods/exec);
+- ``-o ControlMaster=``, ``-M``, ``-o ControlPath=``, ``-S path``, ``-o ControlPersist=`` and
+  ``-O check|exit|stop``: a master that later calls hand their stdio to (see
+  :mod:`k8smpi_runtime.kubexec.control`); also ``KUBEXEC_CONTROL_MASTER``,
+  ``KUBEXEC_CONTROL_PATH`` and ``KUBEXEC_CONTROL_PERSIST`` when no option gives them;
 - ``-V``: print the version.
 
 ``-o`` takes ``Key=Value`` or ``Key Value``, keys in any case. Unknown keys are ignored:
@@ -58,11 +62,12 @@ message. The CLI prints it and exits 255, as ssh does.
 from __future__ import annotations
 
 import math
-import re
-import urllib.parse
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from k8smpi_runtime.records import Record
+
+# Not typing.TYPE_CHECKING, and no re, dataclasses or urllib.parse at import: this module is on
+# the path of every kubexec call, the control-master client's included (see records.py).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
@@ -83,9 +88,11 @@ USAGE = """\
 usage: kubexec [ssh-options] [kubexec-options] [user@]host [ssh-options] [--] [command ...]
 
 Runs command (or a shell) in the pod named by host, through the Kubernetes pods/exec API,
-the way ssh would. Accepts every OpenSSH client option; uses -l -n -q -t -T -v -E -p and
--o User/ConnectTimeout/ConnectionAttempts/RequestTTY/Port/ServerAliveInterval (default 30)
-/ServerAliveCountMax (3), ignores the others.
+the way ssh would. Accepts every OpenSSH client option; uses -l -n -q -t -T -v -E -p -M -S -O
+and -o User/ConnectTimeout/ConnectionAttempts/RequestTTY/Port/ServerAliveInterval (default 30)
+/ServerAliveCountMax (3)/ControlMaster/ControlPath/ControlPersist, ignores the others.
+-o ControlMaster=auto -o ControlPersist=60: later calls go through a master process that
+holds the credentials (environment: KUBEXEC_CONTROL_*).
 
 kubexec-options (before the host; flag beats environment variable):
   --namespace NS           KUBEXEC_NAMESPACE      namespace (else from host FQDN, pod, kubeconfig)
@@ -106,8 +113,7 @@ class UsageError(Exception):
     """A command line that cannot be run. The message is one line, without a program prefix."""
 
 
-@dataclass(frozen=True)
-class Invocation:
+class Invocation(Record):
     """What one ``kubexec`` command line asks for."""
 
     host: str
@@ -154,6 +160,17 @@ class Invocation:
     """``-o ServerAliveInterval``: seconds between keepalives and liveness pings; 0 is off."""
     server_alive_count_max: int = DEFAULT_SERVER_ALIVE_COUNT_MAX
     """``-o ServerAliveCountMax``: unanswered pings after which the connection is dead."""
+    control_master: str = "no"
+    """``-o ControlMaster`` / ``-M`` / ``KUBEXEC_CONTROL_MASTER``: ``no`` (default), ``yes``,
+    ``auto``, ``ask`` or ``autoask`` (kubexec cannot ask: those two act as ``yes``/``auto``)."""
+    control_path: str | None = None
+    """``-o ControlPath`` / ``-S`` / ``KUBEXEC_CONTROL_PATH``; ``None`` means kubexec's default
+    (see :mod:`k8smpi_runtime.kubexec.control`), ``"none"`` no master at all."""
+    control_persist: float = 0.0
+    """``-o ControlPersist`` / ``KUBEXEC_CONTROL_PERSIST``: seconds a master stays while idle;
+    0 (``no``) leaves when its last session ends, ``math.inf`` (``yes``) stays."""
+    control_command: str | None = None
+    """``-O check|exit|stop``: a request to the master instead of a command."""
     ignored: tuple[str, ...] = ()
     """The ssh options that were accepted but have no meaning here, e.g. ``-x`` or
     ``-o StrictHostKeyChecking=no``, for ``-v`` output."""
@@ -161,28 +178,32 @@ class Invocation:
     show_version: bool = False
 
 
-@dataclass
 class _Draft:
     """Mutable parse state. ssh keeps the first value it sees for most settings."""
 
-    user: str | None = None
-    port: int | None = None
-    stdin_null: bool = False
-    tty_flag: str | None = None  # "yes" | "force" | "no", from -t/-T: these always win
-    tty_option: str | None = None  # from -o RequestTTY: first wins
-    quiet: bool = False
-    verbosity: int = 0
-    connect_timeout: float | None = None
-    connect_timeout_set: bool = False
-    connection_attempts: int | None = None
-    server_alive_interval: float | None = None
-    server_alive_count_max: int | None = None
-    log_file: str | None = None
-    ignored: list[str] = field(default_factory=list)
-    long: dict[str, str] = field(default_factory=dict)
-    forward_stdin: bool | None = None
-    show_help: bool = False
-    show_version: bool = False
+    def __init__(self) -> None:
+        self.user: str | None = None
+        self.port: int | None = None
+        self.stdin_null = False
+        self.tty_flag: str | None = None  # "yes" | "force" | "no", from -t/-T: these always win
+        self.tty_option: str | None = None  # from -o RequestTTY: first wins
+        self.quiet = False
+        self.verbosity = 0
+        self.connect_timeout: float | None = None
+        self.connect_timeout_set = False
+        self.connection_attempts: int | None = None
+        self.server_alive_interval: float | None = None
+        self.server_alive_count_max: int | None = None
+        self.log_file: str | None = None
+        self.control_master: str | None = None
+        self.control_path: str | None = None
+        self.control_persist: float | None = None
+        self.control_command: str | None = None
+        self.ignored: list[str] = []
+        self.long: dict[str, str] = {}
+        self.forward_stdin: bool | None = None
+        self.show_help = False
+        self.show_version = False
 
 
 # Long options that take a value: option name -> environment variable.
@@ -199,9 +220,19 @@ _FLAG_OPTIONS = ("forward-stdin", "no-forward-stdin", "help", "version")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-_DECIMAL = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)\Z")
-_SSH_TIME = re.compile(r"(?:\d+[smhdwSMHDW]?)+\Z")
+_DIGITS = frozenset("0123456789")
 _TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_CONTROL_MASTER = {
+    "yes": "yes",
+    "true": "yes",
+    "no": "no",
+    "false": "no",
+    "auto": "auto",
+    "ask": "ask",
+    "autoask": "autoask",
+}
+CONTROL_COMMANDS = ("check", "exit", "stop")
+"""The ``-O`` requests kubexec's master answers (ssh's forwarding ones have no meaning here)."""
 _REQUEST_TTY = {
     "yes": "yes",
     "true": "yes",
@@ -323,6 +354,9 @@ def _apply_flag(letter: str, draft: _Draft) -> None:
         draft.verbosity += 1
     elif letter == "V":
         draft.show_version = True
+    elif letter == "M":
+        # ssh: -M is ControlMaster=yes, a second -M makes it "ask".
+        draft.control_master = "ask" if draft.control_master == "yes" else "yes"
     else:
         draft.ignored.append(f"-{letter}")
 
@@ -341,16 +375,28 @@ def _apply_option(letter: str, value: str, draft: _Draft) -> None:
         draft.log_file = value
     elif letter == "o":
         _apply_config(value, draft)
+    elif letter == "S":
+        _config_control_path(value, draft)
+    elif letter == "O":
+        if value not in CONTROL_COMMANDS:
+            raise UsageError(f"-O {value}: kubexec's master knows {', '.join(CONTROL_COMMANDS)}")
+        draft.control_command = value
     else:
         draft.ignored.append(f"-{letter} {value}")
 
 
 def _apply_config(text: str, draft: _Draft) -> None:
     """One ``-o`` argument: ``Key=Value`` or ``Key Value`` (the key in any case)."""
-    match = re.match(r"\s*([^\s=]+)\s*(?:=\s*|\s+|\Z)(.*?)\s*\Z", text, re.DOTALL)
-    if match is None:
+    stripped = text.lstrip()
+    end = 0
+    while end < len(stripped) and not stripped[end].isspace() and stripped[end] != "=":
+        end += 1
+    if not end:
         raise UsageError(f"-o {text!r}: expected Key=Value")
-    key, value = match.group(1), _unquote(match.group(2))
+    key, rest = stripped[:end], stripped[end:].lstrip()
+    if rest.startswith("="):
+        rest = rest[1:]
+    value = _unquote(rest.strip())
     apply = _CONFIG_KEYS.get(key.lower())
     if apply is None:
         draft.ignored.append(f"-o {text}")
@@ -406,6 +452,35 @@ def _config_request_tty(value: str, draft: _Draft) -> None:
         draft.tty_option = mode
 
 
+def _config_control_master(value: str, draft: _Draft) -> None:
+    mode = _CONTROL_MASTER.get(value.lower())
+    if mode is None:
+        raise UsageError(f"-o ControlMaster={value}: expected yes, no, auto, ask or autoask")
+    if draft.control_master is None:
+        draft.control_master = mode
+
+
+def _config_control_path(value: str, draft: _Draft) -> None:
+    if draft.control_path is None:
+        draft.control_path = value
+
+
+def _config_control_persist(value: str, draft: _Draft) -> None:
+    seconds = _persist(value, "-o ControlPersist")
+    if draft.control_persist is None:
+        draft.control_persist = seconds
+
+
+def _persist(value: str, where: str) -> float:
+    """ssh's ControlPersist: yes (or 0) stays, no leaves at once, else a time."""
+    word = value.strip().lower()
+    if word in _TRUE or word == "0":
+        return math.inf
+    if word in _FALSE:
+        return 0.0
+    return _ssh_time(word, where) or math.inf
+
+
 # The -o keys that mean something here (lower case); ssh keeps the first value of each.
 _CONFIG_KEYS: dict[str, Callable[[str, _Draft], None]] = {
     "user": _config_user,
@@ -415,6 +490,9 @@ _CONFIG_KEYS: dict[str, Callable[[str, _Draft], None]] = {
     "requesttty": _config_request_tty,
     "serveraliveinterval": _config_server_alive_interval,
     "serveralivecountmax": _config_server_alive_count_max,
+    "controlmaster": _config_control_master,
+    "controlpath": _config_control_path,
+    "controlpersist": _config_control_persist,
 }
 
 
@@ -442,6 +520,8 @@ def _parse_uri(word: str, draft: _Draft) -> str:
         raise UsageError(f"{word!r}: an ssh:// URI cannot carry a path")
     userinfo, at, hostport = rest.rpartition("@")
     if at:
+        import urllib.parse  # noqa: PLC0415 - only ssh:// URIs need it
+
         user = urllib.parse.unquote(userinfo.split(";", 1)[0])
         if not user:
             raise UsageError(f"{word!r}: empty user name before '@'")
@@ -476,6 +556,12 @@ def _finish(draft: _Draft, *, host: str, command: str | None, env: Mapping[str, 
     forward_stdin = draft.forward_stdin
     if forward_stdin is None:
         forward_stdin = _env_bool(env, "KUBEXEC_FORWARD_STDIN")
+    if draft.control_master is None and env.get("KUBEXEC_CONTROL_MASTER"):
+        _config_control_master(env["KUBEXEC_CONTROL_MASTER"], draft)
+    if draft.control_path is None and env.get("KUBEXEC_CONTROL_PATH"):
+        draft.control_path = env["KUBEXEC_CONTROL_PATH"]
+    if draft.control_persist is None and env.get("KUBEXEC_CONTROL_PERSIST"):
+        draft.control_persist = _persist(env["KUBEXEC_CONTROL_PERSIST"], "KUBEXEC_CONTROL_PERSIST")
     return Invocation(
         host=host,
         user=draft.user,
@@ -503,6 +589,10 @@ def _finish(draft: _Draft, *, host: str, command: str | None, env: Mapping[str, 
             else draft.server_alive_interval
         ),
         server_alive_count_max=draft.server_alive_count_max or DEFAULT_SERVER_ALIVE_COUNT_MAX,
+        control_master=draft.control_master or "no",
+        control_path=draft.control_path,
+        control_persist=draft.control_persist or 0.0,
+        control_command=draft.control_command,
         ignored=tuple(draft.ignored),
     )
 
@@ -516,20 +606,34 @@ def _port(text: str, where: str) -> int:
 def _seconds(text: str, name: str) -> float:
     """A non-negative decimal number of seconds (``--grace`` / ``KUBEXEC_GRACE``)."""
     value = text.strip()
-    if not _DECIMAL.match(value) or not math.isfinite(float(value)):
+    if not _is_decimal(value) or not math.isfinite(float(value)):
         raise UsageError(f"{name}: expected a number of seconds, got {text!r}")
     return float(value)
 
 
+def _is_decimal(text: str) -> bool:
+    """``12``, ``1.5``, ``2.`` or ``.5``: ASCII digits with at most one dot."""
+    whole, _, fraction = text.partition(".")
+    digits = whole + fraction
+    return bool(digits) and set(digits) <= _DIGITS
+
+
 def _ssh_time(text: str, where: str) -> float:
     """Seconds from a decimal number or ssh's time format (``90``, ``1m30s``, ``2h``)."""
-    if _DECIMAL.match(text):
+    if _is_decimal(text):
         return float(text)
-    if not _SSH_TIME.match(text):
+    total, number = 0, ""
+    for char in text:
+        if char in _DIGITS:
+            number += char
+        elif number and char.lower() in _TIME_UNITS:
+            total += int(number) * _TIME_UNITS[char.lower()]
+            number = ""
+        else:
+            raise UsageError(f"{where}={text}: expected seconds or a time such as 1m30s")
+    if not text:
         raise UsageError(f"{where}={text}: expected seconds or a time such as 1m30s")
-    return float(
-        sum(int(n) * _TIME_UNITS[u.lower()] for n, u in re.findall(r"(\d+)([a-zA-Z]?)", text))
-    )
+    return float(total + int(number or 0))
 
 
 def _env_bool(env: Mapping[str, str], name: str) -> bool | None:

@@ -168,19 +168,63 @@ def test_dash_n_reads_no_stdin(cluster: Cluster, ns: str) -> None:
     assert (proc.returncode, proc.stdout) == (0, b"end\n"), proc.stderr
 
 
-def test_lifeline_mode_is_one_get_and_one_exec(cluster: Cluster, ns: str) -> None:
-    before = len(pod_gets(cluster, ns))
-    proc = kx(cluster, ns, "w-3", "true")
-    assert proc.returncode == 0, proc.stderr
-    events = wait_for(
-        lambda: (ev := pod_gets(cluster, ns)[before:]) and len(ev) >= 2 and ev,
+def requests_of(cluster: Cluster, ns: str, before: int, count: int) -> list[tuple[str, str]]:
+    """kubexec's requests on pods after the first ``before``: (verb, subresource)."""
+    wait_for(
+        lambda: len(pod_gets(cluster, ns)) - before >= count,
         timeout=10,
         what="kubexec's requests in the audit log",
     )
     time.sleep(0.5)
     events = pod_gets(cluster, ns)[before:]
-    kinds = [(e["verb"], e["objectRef"].get("subresource", "")) for e in events]
-    assert kinds == [("get", ""), ("get", "exec")], kinds
+    return [(e["verb"], e["objectRef"].get("subresource", "")) for e in events]
+
+
+def test_lifeline_mode_into_a_pod_name_is_one_exec(cluster: Cluster, ns: str) -> None:
+    """A pod name (what launchers pass) is exec'd into at once: no lookup before."""
+    before = len(pod_gets(cluster, ns))
+    proc = kx(cluster, ns, "w-3", "true")
+    assert proc.returncode == 0, proc.stderr
+    assert requests_of(cluster, ns, before, 1) == [("get", "exec")]
+
+
+def test_a_refused_exec_is_looked_up_and_made_again(cluster: Cluster, ns: str) -> None:
+    """Several containers (the default-container annotation picks one) or a hostname that is
+    not a pod name: the first exec is refused before anything runs, the lookup finds the pod."""
+    two = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "two",
+            "annotations": {"kubectl.kubernetes.io/default-container": "second"},
+        },
+        "spec": {
+            "nodeSelector": DEFAULT_NODES,
+            "containers": [
+                {"name": n, "image": "k8smpi/cpu:dev", "env": [{"name": "WHICH", "value": n}]}
+                for n in ("first", "second")
+            ],
+        },
+    }
+    cluster.apply([two], ns)
+    try:
+        wait_for(
+            lambda: cluster.get("pod", "two", "-n", ns)["status"].get("phase") == "Running",
+            timeout=60,
+            what="pod two Running",
+        )
+        before = len(pod_gets(cluster, ns))
+        proc = kx(cluster, ns, "two", "echo $WHICH")
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"second\n", b"")
+        assert requests_of(cluster, ns, before, 3) == [
+            ("get", "exec"),
+            ("get", ""),
+            ("get", "exec"),
+        ]
+    finally:
+        cluster.kubectl("delete", "pod", "two", "-n", ns, "--wait=false")
+    proc = kx(cluster, ns, "ij-1", "hostname")  # an Indexed Job pod's hostname
+    assert (proc.returncode, proc.stdout) == (0, b"ij-1\n"), proc.stderr
 
 
 def test_unknown_pod_fails_fast_with_one_line(cluster: Cluster, ns: str) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import ssl
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -169,3 +171,32 @@ def test_a_tls_verification_failure_is_permanent(api_server: int) -> None:
     assert not err.retryable
     assert str(err).startswith("TLS verification of https://127.0.0.1 failed")
     assert dialing.transport_error("x", ConnectionRefusedError()).retryable
+
+
+def test_a_connection_dialed_before_a_fork_serves_the_forked_process(
+    tmp_path: Path, api_server: int
+) -> None:
+    # The control master's spare: dialed in the master, used by the session process it forks,
+    # the master's copy closed at once (which must not end the TLS session for the child).
+    path = kubeconfig(tmp_path, api_server, proxy_url=None)
+    cfg = config.load(kubeconfig=path, env={})._replace(server=f"https://127.0.0.1:{api_server}")
+    spare = wire.dial(cfg, timeout=10)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            time.sleep(0.2)  # the parent has closed its copy by now
+            conn = wire.Connection(cfg, timeout=10, sock=spare)
+            got = conn.get("/api/v1/namespaces/ns/pods/p")
+            served = got["path"] == "/api/v1/namespaces/ns/pods/p"
+            # Served on the spare itself, not on a connection dialed after it failed.
+            code = 0 if served and conn.take_socket() is spare else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    spare.close()
+    os.close(write)
+    assert os.read(read, 1) == b"\0"
+    os.close(read)
+    os.waitpid(pid, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 
 import pytest
@@ -305,7 +304,7 @@ def test_every_ssh_flag_is_accepted() -> None:
 def test_every_ssh_option_consumes_its_argument() -> None:
     with_arg = [c for c in SSH_OPTSTRING if f"{c}:" in SSH_OPTSTRING]
     assert "".join(with_arg) == "bceilmopBDEFIJLOQRSwW"
-    values = {"p": "22", "o": "Foo=bar", "l": "u"}
+    values = {"p": "22", "o": "Foo=bar", "l": "u", "O": "check"}
     for letter in with_arg:
         value = values.get(letter, "-x")  # even a word that looks like an option
         for argv in (
@@ -441,7 +440,7 @@ def test_version(argv: list[str]) -> None:
 
 def test_invocation_is_frozen() -> None:
     inv = p("h")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         inv.host = "other"  # type: ignore[misc]
 
 
