@@ -187,6 +187,10 @@ def launcher_env(spec: JobSpec) -> list[JSON]:
     # The launcher asks for no GPU; CUDA base images default to every GPU of the node.
     pairs.append(("NVIDIA_VISIBLE_DEVICES", "void"))
     pairs.append(("K8SMPI_JOB", spec.name))
+    if spec.kubexec:
+        # kubexec's scope, the workers' job label, written out: otherwise kubexec reads the
+        # label from its own pod, a GET on every call.
+        pairs.append(("KUBEXEC_SELECTOR", f"{shared.JOB_LABEL}={spec.name}"))
     pairs.append(("K8SMPI_NODES", str(spec.workers)))
     per_worker = spec.slots_per_worker
     if per_worker is not None:

@@ -11,7 +11,16 @@ def pod(name: str, *, subdomain: str = "", run_as: int | None = None) -> JSON:
             {
                 "name": "main",
                 "image": "k8smpi/cpu:dev",
-                "env": [{"name": "JOB_SETTING", "value": "from-the-pod-spec"}],
+                "env": [
+                    {"name": "JOB_SETTING", "value": "from-the-pod-spec"},
+                    # The downward API and $(VAR) expansion, as the kubelet has them (deploy/
+                    # sets KUBEXEC_SELECTOR this way).
+                    {
+                        "name": "GROUP",
+                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['grp']"}},
+                    },
+                    {"name": "SELECTOR", "value": "grp=$(GROUP),$(UNKNOWN),$$(GROUP)"},
+                ],
             }
         ]
     }
@@ -65,10 +74,12 @@ def test_exec_looks_like_the_pod_from_inside(cluster: Cluster, namespace: str) -
         namespace,
         "a",
         "hostname; echo $JOB_SETTING; cat /var/run/secrets/kubernetes.io/serviceaccount/namespace;"
-        " echo; echo $KUBERNETES_SERVICE_HOST",
+        ' echo; echo $KUBERNETES_SERVICE_HOST; echo "$SELECTOR"',
     )
     assert rc == 0
-    assert out.decode().split() == ["a-host", "from-the-pod-spec", namespace, "127.0.0.1"]
+    assert out.decode().split() == [
+        "a-host", "from-the-pod-spec", namespace, "127.0.0.1", "grp=yes,$(UNKNOWN),$(GROUP)"
+    ]  # fmt: skip
 
     # The pod's DNS: its own FQDN through CoreDNS and the namespace's search domains.
     ip = cluster.get("pod", "a", "-n", namespace)["status"]["podIP"]

@@ -137,11 +137,17 @@ def test_launcher_job(rendered: tuple[str, Job]) -> None:
     assert waiter["command"][0] == "k8s-waitfor"
     assert "/waiter:" in waiter["image"]
     (main,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in main["env"]}
+    env = {e["name"]: e.get("value") for e in main["env"]}
     assert {k: env[k] for k in LAUNCHER_ENV} == LAUNCHER_ENV
-    # kubexec's scope in the launcher: its own pod's job label, which the workers carry too.
+    # kubexec's scope in the launcher: its own pod's job label, which the workers carry too,
+    # given as KUBEXEC_SELECTOR (the kubelet expands $(K8SMPI_JOB), defined before it).
     job_label = spec["template"]["metadata"]["labels"]["k8smpi.dev/job"]
     assert j.workers["spec"]["template"]["metadata"]["labels"]["k8smpi.dev/job"] == job_label
+    names = [e["name"] for e in main["env"]]
+    assert names.index("K8SMPI_JOB") < names.index("KUBEXEC_SELECTOR")
+    (job_env,) = [e for e in main["env"] if e["name"] == "K8SMPI_JOB"]
+    assert job_env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.labels['k8smpi.dev/job']"}}
+    assert env["KUBEXEC_SELECTOR"] == "k8smpi.dev/job=$(K8SMPI_JOB)"
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/opt/mpi/etc"]]["emptyDir"] == {}

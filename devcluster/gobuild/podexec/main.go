@@ -10,8 +10,9 @@
 //     the process (kubernetes#89031): orphan handling is the client's job;
 //   - inside, the process sees its pod: a private UTS and mount namespace with the pod's
 //     hostname, its own /dev/shm, a resolv.conf pointing at the devcluster's CoreDNS with the
-//     pod's search domains, the pod's service-account token at the standard path, the container's plain
-//     env values and KUBERNETES_SERVICE_HOST/PORT, and the container's runAsUser/runAsGroup.
+//     pod's search domains, the pod's service-account token at the standard path, the container's
+//     env (plain values with the kubelet's $(VAR) expansion, and the downward API's fieldRefs)
+//     and KUBERNETES_SERVICE_HOST/PORT, and the container's runAsUser/runAsGroup.
 //
 // Only the API server may connect: TLS with a required client certificate from the
 // devcluster CA. Usage: podexec serve [flags]; "podexec enter" is its own re-exec step.
@@ -209,11 +210,7 @@ func (s *server) ExecInContainer(ctx context.Context, name, _ string, container 
 		}
 		env = append(env, "KUBERNETES_SERVICE_HOST="+s.serviceHost, "KUBERNETES_SERVICE_PORT="+s.servicePort)
 	}
-	for _, e := range c.Env {
-		if e.ValueFrom == nil {
-			env = append(env, e.Name+"="+e.Value)
-		}
-	}
+	env = append(env, containerEnv(pod, c)...)
 	spec.UID, spec.GID, spec.Groups = identity(pod, c)
 	// A command that cannot start is an error without exit code, as containerd reports it.
 	if _, err := lookPath(cmd[0], env); err != nil {
@@ -284,6 +281,96 @@ func exitError(err error) error {
 		code = 128 + int(ws.Signal())
 	}
 	return utilexec.CodeExitError{Err: err, Code: code}
+}
+
+// containerEnv is the container's env as the kubelet makes it: values with $(VAR) expanded
+// from the variables before them, fieldRefs from the pod (the downward API's fields; a missing
+// label or annotation is empty). Other sources (secrets, config maps, resources) are skipped.
+func containerEnv(pod *corev1.Pod, c *corev1.Container) []string {
+	seen := map[string]string{}
+	var out []string
+	for _, e := range c.Env {
+		value := e.Value
+		switch {
+		case e.ValueFrom == nil:
+			value = expandEnv(value, seen)
+		case e.ValueFrom.FieldRef != nil:
+			var ok bool
+			if value, ok = podField(pod, e.ValueFrom.FieldRef.FieldPath); !ok {
+				continue
+			}
+		default:
+			continue
+		}
+		seen[e.Name] = value
+		out = append(out, e.Name+"="+value)
+	}
+	return out
+}
+
+// podField is a downward API fieldPath of the pod, as the kubelet resolves it.
+func podField(pod *corev1.Pod, path string) (string, bool) {
+	for prefix, m := range map[string]map[string]string{
+		"metadata.labels": pod.Labels, "metadata.annotations": pod.Annotations,
+	} {
+		if key, ok := strings.CutPrefix(path, prefix+"['"); ok && strings.HasSuffix(key, "']") {
+			return m[strings.TrimSuffix(key, "']")], true
+		}
+	}
+	switch path {
+	case "metadata.name":
+		return pod.Name, true
+	case "metadata.namespace":
+		return pod.Namespace, true
+	case "metadata.uid":
+		return string(pod.UID), true
+	case "spec.nodeName":
+		return pod.Spec.NodeName, true
+	case "spec.serviceAccountName":
+		return pod.Spec.ServiceAccountName, true
+	case "status.podIP":
+		return pod.Status.PodIP, true
+	case "status.hostIP":
+		return pod.Status.HostIP, true
+	}
+	return "", false
+}
+
+// expandEnv is the kubelet's $(VAR) expansion (k8s.io/kubernetes third_party expansion):
+// $(NAME) of a variable defined before becomes its value, an unknown one stays as written,
+// $$ is a literal $.
+func expandEnv(input string, vars map[string]string) string {
+	var buf strings.Builder
+	checkpoint := 0
+	for cursor := 0; cursor < len(input); cursor++ {
+		if input[cursor] != '$' || cursor+1 >= len(input) {
+			continue
+		}
+		buf.WriteString(input[checkpoint:cursor])
+		rest := input[cursor+1:]
+		advance := 1
+		switch {
+		case rest[0] == '$':
+			buf.WriteByte('$')
+		case rest[0] == '(':
+			if end := strings.IndexByte(rest, ')'); end > 0 {
+				name := rest[1:end]
+				if v, ok := vars[name]; ok {
+					buf.WriteString(v)
+				} else {
+					buf.WriteString("$(" + name + ")")
+				}
+				advance = end + 1
+			} else {
+				buf.WriteString("$(")
+			}
+		default:
+			buf.WriteString(input[cursor : cursor+2])
+		}
+		cursor += advance
+		checkpoint = cursor + 1
+	}
+	return buf.String() + input[checkpoint:]
 }
 
 func findContainer(pod *corev1.Pod, name string) (*corev1.Container, error) {
