@@ -13,9 +13,10 @@ builds the cross product of the values. Tags are predictable from the ARGs:
 ``<repository>/<variant>:<package version>-<one part per versioned ARG>``, for instance
 ``localhost/k8smpi/cpu:0.1.0-bookworm-ompi4.1.4-ucx1.13.1``; variants with a ``devel`` stage get
 a second tag ``…-devel`` (the image user Dockerfiles build their programs in), and the tools
-stage is tagged ``…-tools`` (a cache anchor: after a build the tool removes untagged images, and
-the anchor keeps that stage's layers). ARGs that are not part of the tag but were set add a
-short hash of their values, so two builds never share a tag.
+stage (the waiter's slim and os stages too) is tagged ``…-tools`` (``…-slim``, ``…-os``): a cache
+anchor: after a build the tool removes untagged images, and the anchor keeps that stage's layers.
+ARGs that are not part of the tag but were set add a short hash of their values, so two builds
+never share a tag.
 
 No registry is assumed: every ``FROM`` image must already be present in the engine's storage.
 A missing ``debian:<suite>`` is made locally with debootstrap (cached under
@@ -103,9 +104,9 @@ class Variant:
     summary: str
     tag_parts: tuple[TagPart, ...] = ()
     devel_stage: str | None = None
-    # A stage no shipped tag contains (the runtime stage only copies from it): tagged
-    # `<tag>-tools` anyway, so that pruning untagged images never drops its layer cache.
-    cache_stage: str | None = None
+    # Stages no shipped tag contains (the runtime stage only copies from them): each tagged
+    # `<tag>-<stage>` anyway, so that pruning untagged images never drops their layer cache.
+    cache_stages: tuple[str, ...] = ()
     # The example image is FROM another variant: these ARGs get that variant's tags.
     parent_args: tuple[str, str] | None = None
     # Another variant's Dockerfile with some ARGs preset (base-pypi: images/base with CUDA from
@@ -134,7 +135,7 @@ VARIANTS: dict[str, Variant] = {
                 TagPart("OMPI_VERSION", "ompi"),
             ),
             devel_stage="devel",
-            cache_stage="tools",
+            cache_stages=("tools",),
         ),
         Variant(
             "base-pypi",
@@ -149,7 +150,7 @@ VARIANTS: dict[str, Variant] = {
                 TagPart("OMPI_VERSION", "ompi"),
             ),
             devel_stage="devel",
-            cache_stage="tools",
+            cache_stages=("tools",),
             directory="base",
             # Debian bookworm: the CPU image's rootfs and versions (UCX 1.13.1, Open MPI 4.1.4,
             # rdma-core 44), rebuilt CUDA-aware. gdrcopy has no Debian source package.
@@ -171,13 +172,13 @@ VARIANTS: dict[str, Variant] = {
                 TagPart("UCX_VERSION", "ucx", upstream=True),
             ),
             devel_stage="devel",
-            cache_stage="tools",
+            cache_stages=("tools",),
         ),
         Variant(
             "waiter",
             "Python and this package only (init containers)",
             (TagPart("DEBIAN_SUITE"),),
-            cache_stage="tools",
+            cache_stages=("tools", "slim", "os"),
         ),
         Variant(
             "example",
@@ -196,7 +197,7 @@ class Build:
     tag: str
     buildargs: dict[str, str]
     devel_tag: str | None = None
-    cache_tag: str | None = None
+    cache_tags: tuple[str, ...] = ()
 
     @property
     def dockerfile(self) -> str:
@@ -257,7 +258,8 @@ def _stages(path: Path, values: dict[str, str]) -> list[tuple[str, str, set[str]
 
 
 def from_images(path: Path, buildargs: dict[str, str]) -> list[str]:
-    """The external images a build of the last stage needs, ARGs applied, in file order.
+    """The external images a build of the last stage needs, ARGs applied, in file order
+    (``scratch``, the empty image, excluded).
 
     Only stages the last stage reaches (its FROM chain and COPY --from) count, as BuildKit and
     buildah skip the others: images/base picks its CUDA source by stage name
@@ -276,7 +278,8 @@ def from_images(path: Path, buildargs: dict[str, str]) -> list[str]:
         todo += [ref.lower(), *copies]
     images: list[str] = []
     for name, ref, _ in stages:
-        if name in wanted and ref.lower() not in by_name and ref not in images:
+        external = ref.lower() not in by_name and ref != "scratch"
+        if name in wanted and external and ref not in images:
             images.append(ref)
     return images
 
@@ -363,9 +366,9 @@ def plan(
             # The example builds in its parent's devel image, whatever --no-devel says.
             wants_devel = devel or (name == example_from and "example" in selected)
             devel_tag = f"{tag}-devel" if wants_devel and variant.devel_stage else None
-            cache_tag = f"{tag}-{variant.cache_stage}" if variant.cache_stage else None
+            cache_tags = tuple(f"{tag}-{stage}" for stage in variant.cache_stages)
             args = {**dict(variant.preset), **overrides, **tool_args}
-            build = Build(name, tag, args, devel_tag, cache_tag)
+            build = Build(name, tag, args, devel_tag, cache_tags)
             builds.append(build)
             by_variant.setdefault(name, []).append(build)
     return builds
@@ -898,11 +901,11 @@ def build_all(
                     nocache=nocache, log=log,
                 )
             )  # fmt: skip
-        if build.cache_tag and variant.cache_stage:
-            log(f"images: building {build.cache_tag} (stage {variant.cache_stage}, cache anchor)")
+        for stage, cache_tag in zip(variant.cache_stages, build.cache_tags, strict=True):
+            log(f"images: building {cache_tag} (stage {stage}, cache anchor)")
             results.append(
                 run_build(
-                    client, build, context, target=variant.cache_stage, tag=build.cache_tag,
+                    client, build, context, target=stage, tag=cache_tag,
                     nocache=nocache, log=log,
                 )
             )  # fmt: skip
@@ -915,7 +918,8 @@ def prune_stale(client: docker.DockerClient) -> int:
     """Remove untagged images: what builds of older sources left behind.
 
     Every layer the current sources can reuse belongs to a tagged image (the shipped tag, its
-    ``-devel`` and ``-tools`` tags), so the cache survives. Returns how many were removed.
+    ``-devel``, ``-tools``, ``-slim`` and ``-os`` tags), so the cache survives. Returns how many
+    were removed.
     """
     pruned = client.images.prune(filters={"dangling": True})
     return len(pruned.get("ImagesDeleted") or [])

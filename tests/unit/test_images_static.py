@@ -219,7 +219,7 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
 
 
 def test_every_from_is_an_arg_or_a_stage(parsed: Parsed) -> None:
-    names = {s.name for s in parsed.stages}
+    names = {s.name for s in parsed.stages} | {"scratch"}  # scratch: no image, no version
     for stage in parsed.stages:
         assert stage.image in names or "${" in stage.image, f"FROM {stage.image}: not an ARG"
 
@@ -245,7 +245,7 @@ def test_nothing_is_latest(parsed: Parsed) -> None:
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     assert not re.search(r"\blatest\b", code, re.I)
     for ref in parsed.resolved_parents:
-        if ref in {s.name for s in parsed.stages}:
+        if ref in {s.name for s in parsed.stages} | {"scratch"}:
             continue
         last = ref.rsplit("/", 1)[-1]
         assert ":" in last, f"FROM {ref}: no tag"
@@ -393,9 +393,12 @@ SHAPES = {
         ("tools", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
         ("runtime", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
     ],
+    # The waiter's operating system is slimmed in a stage and copied as one layer.
     "waiter": [
         ("tools", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
-        ("runtime", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
+        ("slim", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
+        ("os", "scratch"),
+        ("runtime", "os"),
     ],
     "example": [("build", "${DEVEL_IMAGE}"), ("runtime", "${BASE_IMAGE}")],
 }

@@ -33,7 +33,9 @@ def test_default_cpu_tag_names_the_versions() -> None:
     (cpu,) = plan("cpu")
     assert cpu.tag == f"localhost/k8smpi/cpu:{VERSION}-bookworm-ompi4.1.4-ucx1.13.1"
     assert cpu.devel_tag == cpu.tag + "-devel"
-    assert cpu.cache_tag == cpu.tag + "-tools"
+    assert cpu.cache_tags == (cpu.tag + "-tools",)
+    (waiter,) = plan("waiter")
+    assert waiter.cache_tags == tuple(f"{waiter.tag}-{s}" for s in ("tools", "slim", "os"))
     assert cpu.buildargs == {"K8SMPI_VERSION": VERSION, "VCS_REF": "abc123"}
     assert cpu.dockerfile == "images/cpu/Dockerfile"
 
@@ -121,7 +123,7 @@ def test_repository_prefix_and_no_devel() -> None:
     (cpu,) = plan("cpu", repository="registry.example/hpc/k8smpi", devel=False)
     assert cpu.tag.startswith("registry.example/hpc/k8smpi/cpu:")
     assert cpu.devel_tag is None
-    assert cpu.cache_tag is not None  # the cache anchor is not optional
+    assert cpu.cache_tags  # the cache anchor is not optional
     # ... except where the example needs its parent's devel image to compile in.
     cpu, example = plan("example", example_from="cpu", devel=False)
     assert example.buildargs["DEVEL_IMAGE"] == cpu.devel_tag == cpu.tag + "-devel"
