@@ -10,7 +10,7 @@ DEVCLUSTER := $(PYTHON) -m devcluster
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup venv apt binaries addons mpi lint typecheck unit e2e test devcluster devcluster-down \
-	devcluster-clean devcluster-pin demo images images-cuda test-cuda
+	devcluster-clean devcluster-pin demo images images-cuda test-cuda bench-kubexec
 
 help:
 	@echo "make test             setup + lint + type checks + unit + e2e (starts the devcluster)"
@@ -21,13 +21,17 @@ help:
 	@echo "make devcluster-down  stop everything the devcluster started"
 	@echo "make images           build the CPU, waiter and example images (podman or Docker)"
 	@echo "make images-cuda      build the GPU base with CUDA from PyPI (and the example FROM it)"
+	@echo "make bench-kubexec    kubexec against kubectl: one call, with a master, fan-out (curves)"
 
 # --- setup ----------------------------------------------------------------------------------
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	# editable_mode=compat: a plain path in a .pth file instead of setuptools' import hook,
+	# which every Python start (every kubexec call) would import: 9 ms here.
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]' \
+		--config-settings editable_mode=compat
 	touch $@
 
 apt:
@@ -97,3 +101,11 @@ images: apt venv
 # The GPU base with CUDA from PyPI (UCX and Open MPI compiled: long on 2 cores; see README).
 images-cuda: apt venv
 	$(VPY) -m images.build base-pypi example --example-from base-pypi
+
+# --- benchmarks -----------------------------------------------------------------------------
+# kubexec beside kubectl on the devcluster: prints the ratios with the machine load, writes
+# bench/figures/kubexec.json and kubexec-fanout.png (see bench/kubexec_bench.py).
+bench-kubexec: setup
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test,bench]' \
+		--config-settings editable_mode=compat
+	$(VPY) bench/kubexec_bench.py
