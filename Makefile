@@ -93,10 +93,12 @@ demo: setup
 	$(VPY) -m devcluster.demo
 
 # --- images ---------------------------------------------------------------------------------
-# The CPU and waiter images (and the example user image FROM the CPU one), built here without a
-# registry; the GPU base needs NVIDIA's hosts: `$(VPY) -m images.build base --pull` elsewhere.
+# The CPU image once per MPI (images.build.MPIS), the waiter, and the example user image FROM
+# each CPU image, built here without a registry; the GPU base needs NVIDIA's hosts:
+# `$(VPY) -m images.build base --pull` elsewhere.
+MPIS := openmpi4,openmpi5,mpich,impi
 images: apt venv
-	$(VPY) -m images.build cpu waiter example --example-from cpu
+	$(VPY) -m images.build cpu waiter example --example-from cpu --set MPI=$(MPIS)
 
 # The GPU base with CUDA from PyPI (UCX and Open MPI compiled: long on 2 cores; see README).
 images-cuda: apt venv

@@ -26,7 +26,10 @@ from devcluster.layout import HERE, DevclusterError, log
 from images import build
 
 PAUSE_SOURCES = (HERE / "pause" / "pause.c", HERE / "pause" / "Containerfile")
-# What `make images` builds (images/build.py's plan); the example image is FROM the CPU one.
+# What `make images` builds (images/build.py's plan); the example image is FROM the CPU one,
+# once per MPI of the CPU image (build.MPIS). Imported: cpu and example with the default MPI,
+# the waiter, and the example with each other MPI (``example-<mpi>``: it holds the whole CPU
+# image, and deploy/'s workers and launcher run it).
 WORKLOADS = ("cpu", "waiter", "example")
 SOURCE_LABEL = "k8smpi.dev/podman-image-id"
 PINNED_LABEL = "io.cri-containerd.pinned=pinned"
@@ -39,16 +42,25 @@ def pause_tag() -> str:
 
 
 def workload_tags() -> dict[str, str]:
-    """Variant -> the tag ``make images`` gives it (predictable from the Dockerfiles' ARGs)."""
+    """Name -> the tag ``make images`` gives it (predictable from the Dockerfiles' ARGs):
+    ``cpu``, ``waiter``, ``example`` (the default MPI) and ``example-<mpi>`` for the others."""
     plan = build.plan(
         list(WORKLOADS),
-        {},
+        {"MPI": list(build.MPIS)},
         version=build.project_version(),
         vcs_ref="",
         example_from="cpu",
         devel=False,
     )
-    return {b.variant: b.tag for b in plan if b.variant in WORKLOADS}
+    mpi_of = {b.tag: b.buildargs["MPI"] for b in plan if b.variant == "cpu"}
+    tags = {}
+    for b in plan:
+        mpi = mpi_of.get(b.buildargs.get("BASE_IMAGE", b.tag), build.MPIS[0])
+        if mpi == build.MPIS[0]:
+            tags[b.variant] = b.tag
+        elif b.variant == "example":
+            tags[f"example-{mpi}"] = b.tag
+    return tags
 
 
 class Podman:

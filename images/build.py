@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REPOSITORY = "localhost/k8smpi"
+# The values of the cpu image's MPI ARG (images/cpu/Dockerfile), the default first; `make
+# images` builds one cpu (and example) image per value.
+MPIS = ("openmpi4", "openmpi5", "mpich", "impi")
 # Set by the tool on every build (labels, versions.json); never part of a tag.
 TOOL_ARGS = ("K8SMPI_VERSION", "VCS_REF")
 # What a build needs from the repository: the package sources (the tools are installed from a
@@ -96,6 +99,9 @@ class TagPart:
     arg: str
     prefix: str = ""
     upstream: bool = False
+    # Shown only when another ARG has a value (e.g. the cpu image's MPI: only the chosen MPI's
+    # version is part of the tag).
+    when: tuple[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +171,14 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "cpu",
-            "Debian Open MPI 4.1 + UCX + rdma-core (builds offline from a debootstrap base)",
+            "UCX + rdma-core + one MPI: Debian's Open MPI 4.1 (default) or, with MPI=openmpi5|mpich"
+            "|impi, a PyPI wheel (builds from a debootstrap base and PyPI)",
             (
                 TagPart("DEBIAN_SUITE"),
-                TagPart("OPENMPI_VERSION", "ompi", upstream=True),
+                TagPart("OPENMPI_VERSION", "ompi", upstream=True, when=("MPI", "openmpi4")),
+                TagPart("OPENMPI5_VERSION", "ompi", when=("MPI", "openmpi5")),
+                TagPart("MPICH_VERSION", "mpich", when=("MPI", "mpich")),
+                TagPart("IMPI_VERSION", "impi", when=("MPI", "impi")),
                 TagPart("UCX_VERSION", "ucx", upstream=True),
             ),
             devel_stage="devel",
@@ -304,8 +314,12 @@ def tag_for(
     variant: Variant, values: dict[str, str], overrides: dict[str, str], version: str
 ) -> str:
     """The tag of one build: version, the variant's versioned ARGs, a hash of other overrides."""
-    parts = [version] + [_tag_value(p, values.get(p.arg, "")) for p in variant.tag_parts]
-    shown = {p.arg for p in variant.tag_parts}
+    parts = [version] + [
+        _tag_value(p, values.get(p.arg, ""))
+        for p in variant.tag_parts
+        if p.when is None or values.get(p.when[0]) == p.when[1]
+    ]
+    shown = {p.arg for p in variant.tag_parts} | {p.when[0] for p in variant.tag_parts if p.when}
     hidden = sorted(
         f"{k}={v}" for k, v in overrides.items() if k not in shown and k not in TOOL_ARGS
     )

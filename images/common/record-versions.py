@@ -61,6 +61,33 @@ def _openmpi(found: dict[str, object]) -> None:
         found["openmpi.deb"] = deb
 
 
+def _mpich(found: dict[str, object]) -> None:
+    version = re.search(r"^MPICH Version:\s*(\S+)", _run("mpichversion"), re.MULTILINE)
+    if version:
+        found["mpich"] = version.group(1)
+
+
+def _impi(found: dict[str, object]) -> None:
+    # "Intel(R) MPI Library for Linux* OS, Version 2021.19.0 Build ..."
+    version = re.search(r"Intel\(R\) MPI Library.*Version (\S+)", _run("mpiexec.hydra", "-V"))
+    if version:
+        found["impi"] = version.group(1)
+    if deb := _deb_version("libfabric1"):
+        found["libfabric.deb"] = deb
+
+
+def _mpi_flavour(found: dict[str, object]) -> None:
+    """Which MPI the image has, as the CPU image's MPI ARG names it."""
+    if "impi" in found:
+        found["mpi"] = "impi"
+    elif "mpich" in found:
+        found["mpi"] = "mpich"
+    elif "openmpi.deb" in found:
+        found["mpi"] = "openmpi4"
+    elif str(found.get("openmpi", "")).startswith("5."):
+        found["mpi"] = "openmpi5"
+
+
 def _ucx(found: dict[str, object]) -> None:
     info = _run("ucx_info", "-v")
     # "# Version 1.13.1" (UCX 1.13) or "# Library version: 1.18.1" (newer).
@@ -113,6 +140,9 @@ def detect() -> dict[str, object]:
             VENV_PYTHON, "-c", "import importlib.metadata as m; print(m.version('k8smpi-runtime'))"
         ).strip()
     _openmpi(found)
+    _mpich(found)
+    _impi(found)
+    _mpi_flavour(found)
     _ucx(found)
     _rdma(found)
     _cuda(found)

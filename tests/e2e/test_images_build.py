@@ -190,7 +190,7 @@ def test_mpirun_np4_over_ucx(built: Built, user: str | None) -> None:
     ``pml_base_verbose`` shows which PML each rank selected.
     """
     argv = ["mpirun", "--oversubscribe", "-np", str(NP), *UCX]
-    argv += ["--mca", "pml_base_verbose", "10", "allreduce"]
+    argv += ["--mca", "pml_base_verbose", "10", "app"]
     status, out = run(built, built.tag("example"), argv, user=user)
     assert status == 0, out
     assert _ranks(out) == [(r, NP, NP * (NP + 1) // 2) for r in range(NP)], out

@@ -122,6 +122,21 @@ class Parsed:
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
+    def lineage(self, name: str) -> list[Stage]:
+        """The stage and every stage it starts FROM, recursively; ``FROM x-${MPI}`` stands for
+        each of the stages it can name (the cpu image's MPI ARG, build.MPIS)."""
+        names = {s.name for s in self.stages}
+        found: list[Stage] = []
+        todo = [name]
+        while todo:
+            stage = self.stage(todo.pop())
+            if stage in found:
+                continue
+            found.append(stage)
+            parents = [stage.image.replace("${MPI}", mpi) for mpi in build.MPIS]
+            todo += [p for p in dict.fromkeys(parents) if p in names]
+        return found
+
 
 def parse(variant: str) -> Parsed:
     path = IMAGES / variant / "Dockerfile"
@@ -273,20 +288,22 @@ def test_last_stage_is_runtime(parsed: Parsed) -> None:
 
 
 def test_runtime_stage_installs_no_compiler_or_dev_package(parsed: Parsed) -> None:
-    runtime = parsed.stages[-1]
-    installed = [p for run in runtime.of("RUN") for p in apt_packages(run)]
-    forbidden = [p for p in installed if BUILD_ONLY.search(p)]
-    assert not forbidden, f"{parsed.path}: runtime stage installs {forbidden}"
-    assert not any("pip install" in run for run in runtime.of("RUN"))
-    parent = parsed.resolved_parents[-1]
-    assert "devel" not in parent, f"the runtime stage starts FROM {parent}"
+    """The shipped stage, and every stage it is built FROM (the cpu image's os and mpi-*)."""
+    for stage in parsed.lineage("runtime"):
+        installed = [p for run in stage.of("RUN") for p in apt_packages(run)]
+        forbidden = [p for p in installed if BUILD_ONLY.search(p)]
+        assert not forbidden, f"{parsed.path}: stage {stage.name} installs {forbidden}"
+        assert not any("pip install" in run for run in stage.of("RUN")), stage.name
+        assert "devel" not in stage.image, f"stage {stage.name} starts FROM {stage.image}"
+        for copy in stage.of("COPY"):
+            assert "--from=devel" not in copy or stage.name == "runtime", copy
 
 
 @pytest.mark.parametrize("variant", ["base", "cpu"])
 def test_devel_stage_does_install_compilers(variant: str) -> None:
     """The check above is not vacuous: the same parser finds the devel stage's compilers."""
-    devel = parse(variant).stage("devel")
-    installed = [p for run in devel.of("RUN") for p in apt_packages(run)]
+    devel = parse(variant).lineage("devel")
+    installed = [p for stage in devel for run in stage.of("RUN") for p in apt_packages(run)]
     assert "gcc" in installed
     assert any(p.endswith("-dev") for p in installed)
 
@@ -389,9 +406,20 @@ SHAPES = {
         ("runtime", "${CUDA_SOURCE}-runtime"),
     ],
     "cpu": [
-        ("devel", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
         ("tools", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
-        ("runtime", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
+        ("wheels", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
+        ("os", "${DEBIAN_IMAGE}:${DEBIAN_SUITE}"),
+        ("mpi-openmpi4", "os"),
+        ("mpi-openmpi5", "os"),
+        ("mpi-mpich", "os"),
+        ("mpi-impi", "os"),
+        ("compilers", "os"),
+        ("devel-openmpi4", "compilers"),
+        ("devel-openmpi5", "compilers"),
+        ("devel-mpich", "compilers"),
+        ("devel-impi", "compilers"),
+        ("devel", "devel-${MPI}"),
+        ("runtime", "mpi-${MPI}"),
     ],
     # The waiter's operating system is slimmed in a stage and copied as one layer.
     "waiter": [
@@ -481,7 +509,7 @@ def test_non_root_by_default_and_any_uid(variant: str) -> None:
     assert users, "no USER"
     assert users[-1].isdigit(), "USER must be numeric (runAsNonRoot can only check numbers)"
     assert users[-1] != "0"
-    runs = "\n".join(runtime.of("RUN"))
+    runs = "\n".join(r for stage in parse(variant).lineage("runtime") for r in stage.of("RUN"))
     assert "install -d -m 1777 /home/mpi" in runs  # HOME writable for whatever runAsUser is
     assert _env(runtime)["HOME"] == "/home/mpi"
 

@@ -40,6 +40,43 @@ def test_default_cpu_tag_names_the_versions() -> None:
     assert cpu.dockerfile == "images/cpu/Dockerfile"
 
 
+def test_each_mpi_of_the_cpu_image_names_its_own_version_in_the_tag() -> None:
+    """MPI=<value>: only the chosen MPI's version shows (the default's tag is unchanged)."""
+    builds = plan("cpu", "example", matrix={"MPI": list(build.MPIS)}, example_from="cpu")
+    cpu = [tag_of(b.tag) for b in builds if b.variant == "cpu"]
+    assert cpu == [
+        f"{VERSION}-bookworm-ompi4.1.4-ucx1.13.1",
+        f"{VERSION}-bookworm-ompi5.0.11-ucx1.13.1",
+        f"{VERSION}-bookworm-mpich4.3.2-ucx1.13.1",
+        f"{VERSION}-bookworm-impi2021.19.0-ucx1.13.1",
+    ]
+    examples = [tag_of(b.tag) for b in builds if b.variant == "example"]
+    assert examples == [f"cpu-{t}" for t in cpu]
+
+
+def test_the_mpis_are_defined_once() -> None:
+    """build.MPIS = what the Makefile builds = what the Dockerfile's case knows; the PyPI
+    versions in the Dockerfile are devcluster/versions.env's (the e2e tier's launchers)."""
+    makefile = (REPO / "Makefile").read_text()
+    (listed,) = re.findall(r"^MPIS := (\S+)$", makefile, re.M)
+    assert tuple(listed.split(",")) == build.MPIS
+    dockerfile = (REPO / "images" / "cpu" / "Dockerfile").read_text()
+    assert build.dockerfile_args(REPO / "images" / "cpu" / "Dockerfile")["MPI"] == build.MPIS[0]
+    for mpi in build.MPIS:
+        assert f"FROM os AS mpi-{mpi}" in dockerfile
+        assert f"FROM compilers AS devel-{mpi}" in dockerfile
+        assert f"      {mpi}) " in dockerfile
+    env = dict(
+        line.split("=", 1)
+        for line in (REPO / "devcluster" / "versions.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    args = build.dockerfile_args(REPO / "images" / "cpu" / "Dockerfile")
+    assert args["OPENMPI5_VERSION"] == env["OPENMPI5_PYPI_VERSION"]
+    assert args["MPICH_VERSION"] == env["MPICH_PYPI_VERSION"]
+    assert args["IMPI_VERSION"] == env["IMPI_PYPI_VERSION"]
+
+
 def test_default_base_tag() -> None:
     (base,) = plan("base")
     assert tag_of(base.tag) == (
