@@ -25,6 +25,21 @@ LAUNCHER_ENV = {
 }
 
 
+RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+POD_FAILURE_POLICY = {
+    "rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+    ]
+}
+
+
+def search_domain(j: Job) -> str:
+    """``<service>.<namespace>.svc.cluster.local``: what the overlays' wiring writes."""
+    (service,) = j.of_kind("Service")
+    return f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+
+
 @pytest.fixture(scope="module", params=DIRS)
 def rendered(request: pytest.FixtureRequest) -> tuple[str, Job]:
     directory: str = request.param
@@ -79,7 +94,10 @@ def test_least_privilege(rendered: tuple[str, Job]) -> None:
         "kind": "Role",
         "name": j.role["metadata"]["name"],
     }
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": j.service_account}]
+    namespace = binding["metadata"]["namespace"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": j.service_account, "namespace": namespace}
+    ]
     assert [sa["metadata"]["name"] for sa in j.of_kind("ServiceAccount")] == [j.service_account]
 
 
@@ -104,7 +122,12 @@ def test_worker_pods(rendered: tuple[str, Job]) -> None:
     assert pod["securityContext"]["runAsUser"] != 0
     (c,) = pod["containers"]
     assert c["command"] == ["sleep", "infinity"]
-    assert "IPC_LOCK" in c["securityContext"]["capabilities"]["add"]
+    # Pod Security "restricted": no capability (IPC_LOCK never reaches a non-root uid's
+    # effective set anyway), no escalation, the runtime's seccomp profile.
+    assert c["securityContext"] == RESTRICTED
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # The seed's search path: short host names resolve from pod to pod.
+    assert pod["dnsConfig"] == {"searches": [search_domain(j)]}
     (shm,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/dev/shm"]
     (vol,) = [v for v in pod["volumes"] if v["name"] == shm["name"]]
     assert vol["emptyDir"]["medium"] == "Memory"
@@ -120,21 +143,35 @@ def test_launcher_job(rendered: tuple[str, Job]) -> None:
     _, j = rendered
     spec = j.launcher["spec"]
     pod = spec["template"]["spec"]
-    assert spec["backoffLimit"] >= 0
+    # Runs once: a failing waiter or mpirun fails the Job; a disrupted pod is replaced.
+    assert spec["backoffLimit"] == 0
+    assert spec["podFailurePolicy"] == POD_FAILURE_POLICY
     assert spec["activeDeadlineSeconds"] > 0
     assert pod["restartPolicy"] == "Never"
     (service,) = j.of_kind("Service")
+    # launcher.<service> resolves (Hydra's proxies dial back), also before the pod is Ready.
+    assert pod["hostname"] == "launcher"
     assert pod["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert pod["dnsConfig"] == {"searches": [search_domain(j)]}
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod["initContainers"] + pod["containers"]:
+        assert c["securityContext"] == RESTRICTED, c["name"]
     kind = "statefulset" if j.workers["kind"] == "StatefulSet" else "job"
     for name in ("waiter", "hydra-hostfile"):
         env = j.init_env(name)
         assert env["K8SMPI_SELECT_KIND"] == kind
         assert env["K8SMPI_WORKERS"] == j.workers["metadata"]["name"]
     assert j.init_env("waiter")["K8SMPI_HOSTFILE_CONFIGMAP"] == j.hostfile_configmap
-    waiter = pod["initContainers"][0]
-    assert waiter["name"] == "waiter"
+    (waiter,) = [c for c in pod["initContainers"] if c["name"] == "waiter"]
     assert waiter["command"][0] == "k8s-waitfor"
+    assert "--resolve-self" in waiter["command"]
+    own_name = {
+        "name": "K8SMPI_POD_NAME",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }
+    assert own_name in waiter["env"]
     assert "/waiter:" in waiter["image"]
     (main,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in main["env"]}
@@ -148,6 +185,10 @@ def test_launcher_job(rendered: tuple[str, Job]) -> None:
     (job_env,) = [e for e in main["env"] if e["name"] == "K8SMPI_JOB"]
     assert job_env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.labels['k8smpi.dev/job']"}}
     assert env["KUBEXEC_SELECTOR"] == "k8smpi.dev/job=$(K8SMPI_JOB)"
+    # No GPU for the launcher, and none visible (CUDA images default to all of the node's).
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert not any("gpu" in k for k in main.get("resources", {}).get("limits", {}))
+    assert not any("gpu" in k for k in main.get("resources", {}).get("requests", {}))
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes[mounts["/opt/mpi/etc"]]["emptyDir"] == {}
