@@ -63,7 +63,8 @@ def test_other_resource_names_follow_the_job_name(rendered: tuple[str, Job]) -> 
     _, j = rendered
     kind = j.workers["kind"]
     (owner_rule,) = j.rules_for("statefulsets" if kind == "StatefulSet" else "jobs")
-    assert owner_rule["verbs"] == ["get"]
+    # get: the waiter's spec.replicas; patch + delete: the own-workers sidecar.
+    assert owner_rule["verbs"] == (["get", "patch", "delete"] if kind == "StatefulSet" else ["get"])
     assert owner_rule["resourceNames"] == [j.workers["metadata"]["name"]]
     named = [r for r in j.rules_for("configmaps") if "resourceNames" in r]
     assert [r["resourceNames"] for r in named] == [[j.hostfile_configmap]]
@@ -78,7 +79,7 @@ def test_least_privilege(rendered: tuple[str, Job]) -> None:
         ("", "pods"): {"get", "list", "watch"},
         ("", "pods/exec"): {"create", "get"},
         ("", "configmaps"): {"get", "update", "patch", "create"},
-        ("apps", "statefulsets"): {"get"},
+        ("apps", "statefulsets"): {"get", "patch", "delete"},
         ("batch", "jobs"): {"get"},
     }
     for rule in j.role["rules"]:
@@ -164,6 +165,21 @@ def test_launcher_job(rendered: tuple[str, Job]) -> None:
         assert env["K8SMPI_SELECT_KIND"] == kind
         assert env["K8SMPI_WORKERS"] == j.workers["metadata"]["name"]
     assert j.init_env("waiter")["K8SMPI_HOSTFILE_CONFIGMAP"] == j.hostfile_configmap
+    # The workers are the Job's: a sidecar owns the StatefulSet and deletes it at the end.
+    sidecars = [c for c in pod["initContainers"] if c.get("restartPolicy") == "Always"]
+    if j.workers["kind"] == "StatefulSet":
+        (owner,) = sidecars
+        assert pod["initContainers"][0] is owner
+        assert owner["command"] == [
+            "k8smpi-job",
+            "own-workers",
+            "--statefulset=$(K8SMPI_WORKERS)",
+        ]
+        env = {e["name"]: e.get("value") for e in owner["env"]}
+        assert env["K8SMPI_WORKERS"] == j.workers["metadata"]["name"]
+        assert "K8SMPI_POD_NAME" in env
+    else:
+        assert sidecars == []
     (waiter,) = [c for c in pod["initContainers"] if c["name"] == "waiter"]
     assert waiter["command"][0] == "k8s-waitfor"
     assert "--resolve-self" in waiter["command"]
