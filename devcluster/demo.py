@@ -1,37 +1,42 @@
-"""``make demo``: a traditional batch script that calls plain ``mpirun``, run on Kubernetes.
+"""``make demo``: a traditional batch script that calls plain ``mpirun``, run by Kubernetes.
 
-On the devcluster, for Open MPI 4.1 and then Open MPI 5: apply ``deploy/base`` (4 workers x 4
-GPUs in a StatefulSet, a headless Service, the launcher's least-privilege RBAC and its Job),
-then do what the launcher pod's containers do, inside that pod (kwok runs no containers, so the
-steps are exec'd into it; podexec gives them the pod's view: the launcher's service-account
-token, namespace, DNS and container env -- the in-cluster code paths):
+On the devcluster's real node (kubelet + containerd + runc), for Open MPI 4.1 and then Open MPI
+5.0: ``deploy/base`` is applied as shipped (4 workers x 4 GPUs in a StatefulSet, a headless
+Service, the launcher's least-privilege RBAC and its Job), through an overlay that only picks
+the images ``make images`` built and places the pods on the real node
+(:func:`devcluster.flow.write_overlay`). Then Kubernetes runs it and the demo shows what a
+user would look at:
 
-1. the waiter init container: ``k8s-waitfor`` until every worker is Ready and resolvable, then
-   the hostfile (slots from each worker's GPUs) into a file and the ConfigMap;
-2. the batch script ``deploy/base/batch.sh``, unchanged: plain ``mpirun``; the environment
-   carries the agent (kubexec) and the hostfile.
+1. the launcher pod's waiter (``k8s-waitfor``) as it waits for the workers, live;
+2. the workers, placed on the node, with their pod IPs;
+3. the launcher's log: the unchanged batch script's output, every rank's line;
+4. the Job's status (Complete), and that no worker pod is left (the launcher's own-workers
+   sidecar deleted the StatefulSet when the script ended).
 
-Then it checks the allreduce over all ranks, that nothing of the job is left running, and
-deletes the namespace. The plumbing is the one the e2e test ``tests/e2e/test_deploy_flow.py``
-uses, so the demo shows exactly what CI proves. Exit 0 when every step held.
+Every failure ends in one line ``demo: <why>; <what to do>`` (the waiter's own explanation
+when it gave up), never a traceback; exit 0 when both jobs completed.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from devcluster import flow
 from devcluster.client import REPO, Cluster, devcluster
-from devcluster.flow import flow_overlay, run_script, waiter_argv
-from devcluster.manifests import DEPLOY, Job, kubectl_path, render
-from devcluster.mpijobs import RANK_LINE
-from devcluster.workloads import running_pods, wait_gone
+from devcluster.manifests import DEPLOY
+from devcluster.workloads import real_node_image
 
-FLAVOURS = {"openmpi4": "Open MPI 4.1", "openmpi5": "Open MPI 5.0"}
+DEMO_FLAVOURS = ("openmpi4", "openmpi5")
+JOB_TIMEOUT_S = 300.0
+GONE_TIMEOUT_S = 60.0
+
+
+class DemoFailed(Exception):
+    """A step failed; the message is the one line the user sees."""
 
 
 def say(text: str) -> None:
@@ -43,109 +48,193 @@ def show(text: str) -> None:
         print(f"   {line}", flush=True)
 
 
-def fail(text: str) -> int:
-    print(f"demo: {text}", file=sys.stderr, flush=True)
-    return 1
+def waiter_explanation(message: str) -> str:
+    """The waiter's own reason from its termination message: its last line that is not a
+    progress line (``k8s-waitfor: 12.3s ready 2/4 ...``) or a table row."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.startswith("k8s-waitfor: ")]
+    reasons = [ln for ln in lines if " ready " not in ln.split(";")[0]]
+    return flow.short((reasons or lines or ["(no explanation in its log)"])[-1], 300)
 
 
-def run_flavour(cluster: Cluster, flavour: str) -> int:
-    ns = f"demo-{flavour}-{secrets.token_hex(2)}"
-    cluster.kubectl("create", "namespace", ns)
-    with tempfile.TemporaryDirectory(prefix="k8smpi-demo-") as tmp:
-        tmp_path = Path(tmp)
-        tmp_path.chmod(0o755)
-        hostfile = tmp_path / "hostfile"
-        try:
-            return _run(cluster, flavour, ns, tmp_path, hostfile)
-        finally:
-            say(f"Cleaning up namespace {ns}")
-            cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=180s", timeout=200)
-            show("deleted")
+def stream_waiter(cluster: Cluster, namespace: str) -> str:
+    """Follow the launcher pod's waiter log until it ends; the pod's name."""
+    deadline = time.monotonic() + 120
 
+    def waiter_started() -> str | None:
+        for pod in flow.pods(cluster, namespace, flow.LAUNCHER):
+            for status in pod.get("status", {}).get("initContainerStatuses", []):
+                state = status.get("state", {})
+                if status["name"] == "waiter" and ("running" in state or "terminated" in state):
+                    return str(pod["metadata"]["name"])
+        return None
 
-def _run(cluster: Cluster, flavour: str, ns: str, tmp: Path, hostfile: Path) -> int:
-    say(f"{FLAVOURS[flavour]}: applying deploy/base in namespace {ns}")
-    overlay = flow_overlay(tmp, flavour, hostfile)
-    job = Job(render(str(overlay)))
-    show(cluster.kubectl("apply", "-k", str(overlay), "-n", ns).stdout.decode())
-    running_pods(cluster, ns, "k8smpi.dev/role=worker", job.worker_count)
-    (launcher,) = running_pods(cluster, ns, "job-name=launcher", 1)
-    pod = launcher["metadata"]["name"]
-    show(cluster.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout.decode())
-    exec_ = [kubectl_path(), f"--kubeconfig={cluster.kubeconfig}", "exec", "-n", ns]
-
-    say(f"Launcher pod {pod}, init container 'waiter': k8s-waitfor, then the hostfile")
-    argv = waiter_argv(job, hostfile)
-    show("$ " + " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv)))
-    waited = subprocess.run(
-        [*exec_, pod, "-c", "launcher", "--", *argv],
-        capture_output=True,
+    while (pod := waiter_started()) is None:
+        if time.monotonic() > deadline:
+            raise DemoFailed(
+                f"the launcher pod's waiter did not start within 120 s; see `kubectl get pods "
+                f"-n {namespace}` and `kubectl describe pod -n {namespace}`"
+            )
+        time.sleep(0.5)
+    follow = subprocess.Popen(
+        [
+            cluster.kubectl_path,
+            f"--kubeconfig={cluster.kubeconfig}",
+            "logs", "-f", "-n", namespace, pod, "-c", "waiter",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        check=False,
-        timeout=200,
-    )
-    show(waited.stderr)
-    if waited.returncode != 0:
-        return fail(f"k8s-waitfor exited {waited.returncode}")
-    show(f"$ cat {hostfile.name}  (also in ConfigMap 'hostfile')")
-    show(hostfile.read_text())
+    )  # fmt: skip
+    for line in follow.stdout or ():
+        show(line)
+    follow.wait(timeout=30)
+    return pod
 
-    (script_cm,) = [c for c in job.of_kind("ConfigMap") if "batch.sh" in c.get("data", {})]
-    script = script_cm["data"]["batch.sh"]
-    say(f"Launcher pod {pod}, container 'launcher': the batch script, unchanged")
-    show(script)
-    ran = run_script([*exec_, "-i", pod, "-c", "launcher", "--", "sh", "-s"], script)
-    lines = ran.stdout.splitlines()
-    ranks = sorted((m for m in map(RANK_LINE.fullmatch, lines) if m), key=lambda m: int(m.group(1)))
-    show("\n".join(m.group(0) for m in ranks) or ran.stdout)
-    if ran.returncode != 0:
-        show(ran.stderr)
-        return fail(f"the batch script exited {ran.returncode}")
-    np = 4 * job.worker_count
-    sums = {(m.group(2), m.group(3)) for m in ranks}
-    if [int(m.group(1)) for m in ranks] != list(range(np)) or sums != {
-        (str(np), str(np * (np + 1) // 2))
-    }:
-        return fail(f"expected {np} ranks agreeing on sum={np * (np + 1) // 2}")
-    per_pod: dict[str, int] = {}
-    for m in ranks:
-        host = re.sub(r"\..*", "", m.group(4))
-        per_pod[host] = per_pod.get(host, 0) + 1
-    say(
-        f"Result: {np} ranks, allreduce sum={np * (np + 1) // 2} on every rank; ranks per pod: "
-        + ", ".join(f"{h}={n}" for h, n in sorted(per_pod.items()))
-    )
-    left = wait_gone(str(hostfile), 30)
+
+def run_flavour(cluster: Cluster, flavour: str) -> float:
+    """One job with ``flavour``'s image, from apply to nothing left; its wall time."""
+    started = time.monotonic()
+    namespace = cluster.create_namespace(f"demo-{flavour}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="k8smpi-demo-") as tmp:
+            _run(cluster, flavour, namespace, Path(tmp))
+    finally:
+        say(f"Deleting namespace {namespace}")
+        cluster.delete_namespace(namespace)
+    return time.monotonic() - started
+
+
+def _run(cluster: Cluster, flavour: str, namespace: str, tmp: Path) -> None:
+    title = flow.FLAVOURS[flavour]
+    image = real_node_image(cluster, flow.image_key(flavour))
+    say(f"{title}: deploy/base in namespace {namespace}, workers and launcher from {image}")
+    overlay = flow.write_overlay(tmp, cluster, namespace, flavour=flavour)
+    show(cluster.kubectl("apply", "-k", str(overlay)).stdout.decode())
+
+    say("The launcher pod's init containers: own-workers (sidecar), then the waiter, live")
+    pod = stream_waiter(cluster, namespace)
+
+    say(f"The workers, placed (and the launcher pod {pod})")
+    show(cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout.decode())
+
+    outcome = flow.wait_job(cluster, namespace, JOB_TIMEOUT_S)
+    if not outcome.condition:
+        raise DemoFailed(
+            f"the Job did not end within {JOB_TIMEOUT_S:.0f} s; see `kubectl describe job -n "
+            f"{namespace} launcher` and `kubectl logs -n {namespace} job/launcher`"
+        )
+    say(f"The launcher's log: kubectl logs -n {namespace} job/launcher -c launcher")
+    show(outcome.logs.get("launcher", ""))
+    say(f"The Job: kubectl get job -n {namespace} launcher")
+    show(cluster.kubectl("get", "job", "-n", namespace, "launcher").stdout.decode())
+    if outcome.condition == "Failed":
+        raise DemoFailed(failure(outcome, namespace))
+    check_ranks(outcome)
+
+    left = flow.wait_workers_gone(cluster, namespace, GONE_TIMEOUT_S)
     if left:
-        return fail(f"processes of the job still running: {left}")
-    show("no daemon or rank of the job is left running")
+        raise DemoFailed(
+            f"worker pods still there {GONE_TIMEOUT_S:.0f} s after the Job ended: {left}; see "
+            f"`kubectl logs -n {namespace} {pod} -c own-workers`"
+        )
+    say(f"Nothing of the job left running: kubectl logs -n {namespace} {pod} -c own-workers")
+    show(flow.logs(cluster, namespace, pod, "own-workers"))
+    show(cluster.kubectl("get", "statefulsets,pods", "-n", namespace).stdout.decode())
+
+
+def failure(outcome: flow.Outcome, namespace: str) -> str:
+    """The one line for a failed Job: the waiter's explanation or mpirun's exit status."""
+    pod = outcome.pod["metadata"]["name"] if outcome.launcher_pods else "?"
+    waiter = outcome.terminated("waiter")
+    if waiter.get("exitCode"):
+        return (
+            f"the waiter gave up (k8s-waitfor exit {waiter['exitCode']}): "
+            f"{waiter_explanation(waiter.get('message', ''))}; its table: `kubectl logs -n "
+            f"{namespace} {pod} -c waiter`"
+        )
+    launcher = outcome.terminated("launcher")
+    if launcher.get("exitCode"):
+        return (
+            f"the batch script failed (exit {launcher['exitCode']}, mpirun's status); see "
+            f"`kubectl logs -n {namespace} {pod} -c launcher`"
+        )
+    why = flow.short(outcome.reason)
+    return f"the Job failed ({why}); see `kubectl describe job -n {namespace} launcher`"
+
+
+def check_ranks(outcome: flow.Outcome) -> None:
+    ranks = outcome.ranks()
+    np = len(ranks)
+    want = (np, np * (np + 1) // 2)
+    if np == 0 or [r[0] for r in ranks] != list(range(np)) or any(r[1:3] != want for r in ranks):
+        raise DemoFailed(
+            "the launcher's log does not show one rank line per rank agreeing on the allreduce;"
+            " see the log above"
+        )
+    per_pod: dict[str, int] = {}
+    for *_, host in ranks:
+        per_pod[host.split(".")[0]] = per_pod.get(host.split(".")[0], 0) + 1
+    print(
+        f"\n   Result: {np} ranks, allreduce sum={want[1]} on every rank; ranks per pod: "
+        + ", ".join(f"{h}={n}" for h, n in sorted(per_pod.items())),
+        flush=True,
+    )
+
+
+def nodes_table(cluster: Cluster) -> str:
+    columns = (
+        "NODE:.metadata.name,GPUS:.status.allocatable.nvidia\\.com/gpu,"
+        "CPU:.status.allocatable.cpu,RUNTIME:.status.nodeInfo.containerRuntimeVersion,"
+        "READY:.status.conditions[?(@.type=='Ready')].status"
+    )
+    return cluster.kubectl("get", "nodes", "-o", f"custom-columns={columns}").stdout.decode()
+
+
+def demo() -> int:
+    say("Starting the devcluster: control plane, kwok nodes, the real node (kubelet + containerd)")
+    up = devcluster("up")
+    if up.returncode != 0:
+        raise DemoFailed(
+            "the devcluster did not start (its message is above); fix that, then `make demo` again"
+        )
+    cluster = Cluster.from_devcluster(REPO / ".devcluster")
+    if not (cluster.state.get("real_nodes") or {}).get("nodes"):
+        raise DemoFailed(
+            "the devcluster runs no real node (DEVCLUSTER_REAL_NODES=0?); unset it and run"
+            " `make demo` again"
+        )
+    show(nodes_table(cluster))
+    base = (DEPLOY / "base").relative_to(REPO)
+    say(f"The job: {base}/ (kubectl apply -k); the batch script {base}/batch.sh, unchanged:")
+    show((DEPLOY / "base" / "batch.sh").read_text())
+    times = {}
+    for flavour in DEMO_FLAVOURS:
+        times[flavour] = run_flavour(cluster, flavour)
+    say(
+        "Done: the same batch script ran unchanged with "
+        + " and ".join(f"{flow.FLAVOURS[f]} ({t:.0f} s)" for f, t in times.items())
+    )
     return 0
 
 
 def main() -> int:
-    say("Starting the devcluster: etcd, apiserver, controller-manager, scheduler, kwok, CoreDNS")
-    up = devcluster("up")
-    if up.returncode != 0:
-        return up.returncode
-    cluster = Cluster.from_devcluster(REPO / ".devcluster")
-    show(
-        cluster.kubectl(
-            "get",
-            "nodes",
-            "-o",
-            "custom-columns=NODE:.metadata.name,GPUS:.status.allocatable.nvidia\\.com/gpu,"
-            "HCA:.status.allocatable.rdma/hca,CPU:.status.allocatable.cpu,"
-            "READY:.status.conditions[?(@.type=='Ready')].status",
-        ).stdout.decode()
-    )
-    base = (DEPLOY / "base").relative_to(REPO)
-    say(f"The job: {base}/ (kubectl apply -k), batch script {base}/batch.sh")
-    for flavour in FLAVOURS:
-        rc = run_flavour(cluster, flavour)
-        if rc != 0:
-            return rc
-    say("Done: the same batch script ran unchanged with Open MPI 4.1 and Open MPI 5.0")
-    return 0
+    started = time.monotonic()
+    try:
+        code = demo()
+    except DemoFailed as e:
+        print(f"demo: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except (AssertionError, OSError, subprocess.SubprocessError) as e:
+        # The cluster helpers say what failed in their message (kubectl's error, a missing
+        # image and how to get it).
+        text = " ".join(str(e).split()) or type(e).__name__
+        print(f"demo: {flow.short(text, 400)}", file=sys.stderr, flush=True)
+        return 1
+    print(f"   (demo wall time {time.monotonic() - started:.0f} s)", flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,81 +1,269 @@
-"""The whole flow of deploy/base on the devcluster, with Open MPI 4.1 and Open MPI 5.
+"""deploy/ run by Kubernetes on the devcluster's real node (issue 10, items 2-4).
 
-kwok nodes run no containers, so the launcher Job's two steps are exec'd into the launcher pod
-(podexec runs them on this machine in the pod's view: its service-account token, namespace,
-``KUBERNETES_SERVICE_HOST/PORT``, DNS, hostname and container env; it mounts no volumes and
-ignores init containers):
+``deploy/base`` is applied as shipped through an overlay that changes only what this machine
+needs (:func:`devcluster.flow.write_overlay`: namespace, images from ``make images``, the real
+node's placement), and nothing is exec'd by the test: the StatefulSet's workers start from the
+example image (the CPU image with one MPI, and the program at /opt/app/bin/app) as uid 1000;
+the launcher Job's sidecar owns the workers, its waiter init container waits with the launcher's
+own service-account token (through the ``kubernetes`` Service address) and writes the
+hostfiles, its main container runs the batch script, whose plain ``mpirun`` starts its daemons
+through kubexec over the real exec path (apiserver -> kubelet -> containerd -> runc); ranks in
+different pods talk over the pod network. The Job ends Complete or Failed by itself; the test
+reads what a user would: the Job's conditions, the launcher's container states and logs, and
+the apiserver's audit log (which pod's token made each pods/exec).
 
-1. the waiter init container's command, exactly as rendered (``k8s-waitfor --statefulset=cnode
-   --exec-probe --hostfile-out=... --configmap=hostfile``), its hostfile written to a file
-   instead of the emptyDir;
-2. the batch script from the rendered ConfigMap, unchanged (plain ``mpirun``), on ``sh -s``'s
-   stdin, with the launcher container's environment: the agent and the hostfile come from it.
-
-A test overlay (written per test) keeps the base and changes only what this machine needs: the
-MPI launchers live under root's home, so pods run as root (``OMPI_ALLOW_RUN_AS_ROOT``), the
-agent and the hostfile are paths on this machine, PATH finds the flavour's MPI, and Open MPI 5
-does not bind ranks to cores (every pod shares this machine's 2 cores).
+- Every MPI: Open MPI 4.1 and 5.0, MPICH and Intel MPI, 16 ranks on 4 workers; for Open MPI 4.1
+  its TCP transport's log shows the peers it connected to are the worker pods' IPs. MPICH's and
+  Intel MPI's proxies dial back to the launcher by its DNS name (``launcher``, through the
+  search path): they could not start a rank otherwise.
+- Trees (what the kwok nodes could not run): Open MPI 4.1 and 5.0 with tree spawn (a chain:
+  daemons started by daemons, through kubexec inside the worker pods with the pods' token),
+  Intel MPI's default launch and a branching tree whose proxies dial their parent.
+- Failure: a program that fails makes the Job Failed once (no second pod), mpirun's exit status
+  in the launcher container's terminated state; a waiter that gives up does the same with its
+  own exit status and explanation.
+- Afterwards no worker pod is left: the own-workers sidecar deleted the StatefulSet.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import ipaddress
+import json
+import re
+from typing import TYPE_CHECKING
 
 import pytest
 
-from devcluster.client import Cluster
-from devcluster.flow import flow_overlay, run_script, waiter_argv
-from devcluster.manifests import DEPLOY, Job, kubectl_path, render
-from devcluster.mpijobs import RANK_LINE, run_job
-from devcluster.workloads import running_pods, wait_gone
+from devcluster import flow
+from devcluster.manifests import Job, render
+from devcluster.workloads import real_node_image
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from devcluster.client import JSON, Cluster
 
 pytestmark = pytest.mark.timeout(600)
 
+WORKERS = 4
+SLOTS = 4  # deploy/base: 4 GPUs per worker, one slot per GPU
+NP = WORKERS * SLOTS
+JOB_TIMEOUT_S = 300.0
+GONE_TIMEOUT_S = 60.0
+TREE = {
+    "serviceAccountName": "launcher",
+    "automountServiceAccountToken": True,
+}
+"""Tree spawn runs kubexec inside the workers: they need a token with the launcher's rules."""
 
-@pytest.mark.parametrize("flavour", ["openmpi4", "openmpi5"])
-def test_batch_script_runs_through_the_launcher_pod(
+
+def run(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    flavour: str,
+    *,
+    env: dict[str, str | None] | None = None,
+    workers: JSON | None = None,
+    waiter_env: dict[str, str] | None = None,
+) -> tuple[Job, flow.Outcome]:
+    """deploy/base with ``flavour``'s image on the real node, run to its end."""
+    patches = []
+    if workers:
+        patches.append(pod_patch("apps/v1", "StatefulSet", "cnode", workers))
+    if waiter_env:
+        waiter = {
+            "name": "waiter",
+            "env": [{"name": k, "value": v} for k, v in waiter_env.items()],
+        }
+        # Every init container named, in order: a strategic merge patch reorders them otherwise.
+        patches.append(
+            pod_patch(
+                "batch/v1",
+                "Job",
+                "launcher",
+                {"initContainers": [{"name": "own-workers"}, waiter, {"name": "hydra-hostfile"}]},
+            )
+        )
+    overlay = flow.write_overlay(
+        tmp_path, cluster, namespace, flavour=flavour, launcher_env=env, patches=patches
+    )
+    job = Job(render(str(overlay)))
+    flow.launch(cluster, overlay, namespace)
+    return job, flow.wait_job(cluster, namespace, JOB_TIMEOUT_S)
+
+
+def pod_patch(api: str, kind: str, name: str, pod_spec: JSON) -> JSON:
+    body = {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": pod_spec}},
+    }
+    return {"patch": json.dumps(body)}
+
+
+def exec_callers(cluster: Cluster, namespace: str) -> list[tuple[str, str]]:
+    """(calling pod, target pod) of every pods/exec into ``namespace``: the caller from the
+    pod-bound service-account token the request carried."""
+    found = []
+    for event in cluster.exec_events(namespace):
+        extra = event["user"].get("extra", {})
+        (caller,) = extra.get("authentication.kubernetes.io/pod-name", ["(not a pod)"])
+        found.append((caller, event["objectRef"]["name"]))
+    return found
+
+
+def assert_complete(job: Job, out: flow.Outcome, np: int = NP) -> None:
+    assert out.condition == "Complete", out.describe()
+    assert len(out.launcher_pods) == 1, out.describe()
+    assert out.terminated("waiter").get("exitCode") == 0, out.describe()
+    assert out.terminated("launcher").get("exitCode") == 0, out.describe()
+    ranks = out.ranks()
+    assert [r[0] for r in ranks] == list(range(np)), out.describe()
+    assert {(size, total) for _, size, total, _ in ranks} == {(np, np * (np + 1) // 2)}
+    hosts = sorted(host.split(".")[0] for *_, host in ranks)
+    per_host = np // WORKERS
+    assert hosts == sorted(h for h in job.worker_hostnames for _ in range(per_host))
+
+
+def assert_nothing_left(cluster: Cluster, namespace: str) -> None:
+    """The sidecar deleted the StatefulSet: no worker pod, no StatefulSet; the Job stays."""
+    assert flow.wait_workers_gone(cluster, namespace, GONE_TIMEOUT_S) == []
+    assert cluster.get("statefulsets", "-n", namespace)["items"] == []
+    assert flow.launcher_job(cluster, namespace) is not None
+
+
+@pytest.mark.parametrize("flavour", list(flow.FLAVOURS))
+def test_the_batch_script_runs_to_complete(
     cluster: Cluster, namespace: str, flavour: str, tmp_path: Path
 ) -> None:
-    hostfile = tmp_path / "hostfile"
-    tmp_path.chmod(0o755)
-    overlay = flow_overlay(tmp_path, flavour, hostfile)
-    j = Job(render(str(overlay)))
-    cluster.kubectl("apply", "-k", str(overlay), "-n", namespace)
-    running_pods(cluster, namespace, "k8smpi.dev/role=worker", j.worker_count)
-    (launcher,) = running_pods(cluster, namespace, "job-name=launcher", 1)
-    pod = launcher["metadata"]["name"]
-    exec_ = [kubectl_path(), f"--kubeconfig={cluster.kubeconfig}", "exec", "-n", namespace]
+    # Open MPI 4.1's TCP transport names each peer address it connects to.
+    env: dict[str, str | None] = (
+        {"OMPI_MCA_btl_base_verbose": "30"} if flavour == "openmpi4" else {}
+    )
+    job, out = run(cluster, namespace, tmp_path, flavour, env=env)
+    assert_complete(job, out)
+    launcher = out.pod
+    pod_name = launcher["metadata"]["name"]
+    # The batch script is the container's command, unchanged; the launcher asks for no GPU.
+    (main,) = launcher["spec"]["containers"]
+    assert main["command"] == ["/opt/batch/batch.sh"]
+    assert "nvidia.com/gpu" not in json.dumps(main.get("resources", {}))
+    assert launcher["spec"]["hostname"] == "launcher"
+    # The workers: the example image with this MPI, uid 1000, on the real node's pod network.
+    assert sorted(out.workers) == job.worker_pod_names
+    subnet = ipaddress.ip_network(cluster.state["real_nodes"]["subnet"])
+    worker_ips = set()
+    for pod in out.workers.values():
+        assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+        assert pod["spec"]["containers"][0]["image"].endswith(
+            real_node_image(cluster, flow.image_key(flavour)).split("/", 1)[1]
+        )
+        worker_ips.add(pod["status"]["podIP"])
+    assert all(ipaddress.ip_address(ip) in subnet for ip in worker_ips)
+    # Every pods/exec (the waiter's probes, mpirun's daemons) came from the launcher pod, with
+    # its own token, into exactly this job's workers.
+    callers = exec_callers(cluster, namespace)
+    assert {caller for caller, _ in callers} == {pod_name}
+    assert {target for _, target in callers} == set(job.worker_pod_names or [])
+    if flavour == "openmpi4":
+        peers = set(re.findall(r"btl:tcp: now connected to ([\d.]+)", out.logs["launcher"]))
+        assert len(peers) >= 2, out.logs["launcher"]
+        assert peers <= worker_ips, (peers, worker_ips)
+    assert_nothing_left(cluster, namespace)
 
-    # 1. The waiter, in the launcher pod, as the launcher's service account.
-    waited = run_job([*exec_, pod, "-c", "launcher", "--", *waiter_argv(j, hostfile)], {}, 150)
-    assert waited.returncode == 0, waited.describe()
-    slots = [ln for ln in hostfile.read_text().splitlines() if ln and not ln.startswith("#")]
-    assert slots == [f"{name} slots=4" for name in j.worker_pod_names or []]
-    cm = cluster.get("configmap", "hostfile", "-n", namespace)
-    assert cm["data"]["hostfile"] == hostfile.read_text()
 
-    # 2. The batch script, unchanged, with the launcher container's environment.
-    (script_cm,) = [c for c in j.of_kind("ConfigMap") if "batch.sh" in c.get("data", {})]
-    script = script_cm["data"]["batch.sh"]
-    assert script == (DEPLOY / "base" / "batch.sh").read_text()
-    ran = run_script([*exec_, "-i", pod, "-c", "launcher", "--", "sh", "-s"], script)
-    if ran.returncode != 0:
-        pytest.fail(f"the batch script failed: {ran!r}", pytrace=False)
-    ranks = [m for m in map(RANK_LINE.fullmatch, ran.stdout.splitlines()) if m]
-    np = 4 * j.worker_count
-    assert sorted(int(m.group(1)) for m in ranks) == list(range(np)), ran.stdout
-    assert {(m.group(2), m.group(3)) for m in ranks} == {(str(np), str(np * (np + 1) // 2))}
-    hosts = sorted(m.group(4).split(".")[0] for m in ranks)
-    assert hosts == sorted([h for h in j.worker_hostnames for _ in range(4)])
-    # Every exec went to this job's pods, as the launcher's service account (and the admin's
-    # two execs into the launcher pod).
-    sa = f"system:serviceaccount:{namespace}:launcher"
-    by_sa = {
-        e["objectRef"]["name"]
-        for e in cluster.exec_events(namespace)
-        if e["user"]["username"] == sa
-    }
-    assert by_sa == set(j.worker_pod_names or [])
-    # Nothing of the job is left running here (mpirun and its kubexec agents carry the hostfile
-    # path in their environment).
-    assert wait_gone(str(hostfile), 30) == []
+TREES: dict[str, tuple[str, dict[str, str | None]]] = {
+    # A chain (radix 1): 3 of the 4 daemons are started by daemons, from inside the workers.
+    "openmpi4-tree-spawn": (
+        "openmpi4",
+        {"OMPI_MCA_plm_rsh_no_tree_spawn": None, "OMPI_MCA_routed_radix": "1"},
+    ),
+    "openmpi5-tree-spawn": (
+        "openmpi5",
+        {"PRTE_MCA_plm_ssh_no_tree_spawn": None, "PRTE_MCA_routed_radix": "1"},
+    ),
+    # Two levels: proxies on 2 workers start the other 2 and those dial their parent's name.
+    "impi-branch-count-2": ("impi", {"I_MPI_HYDRA_BRANCH_COUNT": "2"}),
+}
+TREE_WORKER_ENV = {
+    # Intel MPI's proxies in the workers launch the next level with the workers' environment:
+    # the same agent settings as the launcher's (one exec per proxy, stdin not forwarded).
+    "impi-branch-count-2": {"I_MPI_HYDRA_BOOTSTRAP_EXEC_EXTRA_ARGS": "--no-forward-stdin"},
+}
+
+
+@pytest.mark.parametrize("case", list(TREES))
+def test_tree_spawn_from_inside_the_workers(
+    cluster: Cluster, namespace: str, case: str, tmp_path: Path
+) -> None:
+    flavour, env = TREES[case]
+    pod_spec: JSON = dict(TREE)
+    if case in TREE_WORKER_ENV:
+        extra = [{"name": k, "value": v} for k, v in TREE_WORKER_ENV[case].items()]
+        pod_spec["containers"] = [{"name": "worker", "env": extra}]
+    job, out = run(cluster, namespace, tmp_path, flavour, env=env, workers=pod_spec)
+    assert_complete(job, out)
+    callers = exec_callers(cluster, namespace)
+    workers = set(job.worker_pod_names or [])
+    from_workers = [(c, t) for c, t in callers if c in workers]
+    assert from_workers, f"no daemon was started from inside a worker: {callers}"
+    assert {t for _, t in callers} == workers
+    assert all(c != t for c, t in from_workers)
+    assert_nothing_left(cluster, namespace)
+
+
+def test_intel_mpi_default_launch(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """I_MPI_HYDRA_BRANCH_COUNT unset: Intel's default tree, flat below 16 hosts."""
+    job, out = run(cluster, namespace, tmp_path, "impi", env={"I_MPI_HYDRA_BRANCH_COUNT": None})
+    assert_complete(job, out)
+    (pod_name,) = {c for c, _ in exec_callers(cluster, namespace)}
+    assert pod_name == out.pod["metadata"]["name"]
+    assert_nothing_left(cluster, namespace)
+
+
+def test_a_failing_program_fails_the_job_once(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    # Every rank exits 3; mpirun reports the first and exits with its status, and so does the
+    # batch script (set -e).
+    env: dict[str, str | None] = {"MPI_TEST_PROGRAM": "python3 -c exit(3)"}
+    _, out = run(cluster, namespace, tmp_path, "openmpi4", env=env)
+    assert out.condition == "Failed", out.describe()
+    assert out.reason.startswith("PodFailurePolicy"), out.reason
+    assert len(out.launcher_pods) == 1, "the Job started a second launcher pod"
+    assert out.job["status"].get("failed") == 1
+    assert not out.job["status"].get("active")
+    launcher = out.terminated("launcher")
+    reported = re.search(r"Exit code:\s+(\d+)", out.logs["launcher"])
+    assert reported, out.logs["launcher"]
+    assert launcher["exitCode"] == int(reported.group(1)) == 3
+    # Its last lines are the container's termination message (kubectl describe shows them).
+    assert "Exit code:    3" in launcher["message"]
+    assert_nothing_left(cluster, namespace)
+
+
+def test_a_waiter_that_gives_up_fails_the_job_and_frees_the_workers(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Workers that can never all be placed (17 GPUs each; the node has 16): the waiter gives
+    up, the Job fails once with the waiter's status and explanation, and the workers that did
+    get placed are deleted -- nothing keeps holding GPUs ("Deadlock is possible!")."""
+    too_many = {"containers": [{"name": "worker", "resources": {"limits": {"nvidia.com/gpu": 17}}}]}
+    _, out = run(
+        cluster,
+        namespace,
+        tmp_path,
+        "openmpi4",
+        workers=too_many,
+        waiter_env={"K8SMPI_WAIT_TIMEOUT": "15s"},
+    )
+    assert out.condition == "Failed", out.describe()
+    assert len(out.launcher_pods) == 1
+    waiter = out.terminated("waiter")
+    assert waiter["exitCode"] == 6, out.describe()  # k8s-waitfor: timed out
+    assert "Insufficient nvidia.com/gpu" in waiter["message"]
+    assert f"exit code {waiter['exitCode']}" in out.reason
+    assert out.terminated("launcher") == {}  # the batch script never started
+    assert_nothing_left(cluster, namespace)
