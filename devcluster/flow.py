@@ -113,16 +113,15 @@ def write_overlay(
             {"name": k, "value": v} if v is not None else {"name": k, "$patch": "delete"}
             for k, v in env.items()
         ]
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [os.path.relpath(DEPLOY / source, tmp)],
-        "namespace": namespace,
-        "images": [
+    return namespaced(
+        tmp,
+        source,
+        namespace,
+        images=[
             {"name": name, "newName": tag.rsplit(":", 1)[0], "newTag": tag.rsplit(":", 1)[1]}
             for name, tag in images.items()
         ],
-        "patches": [
+        patches=[
             *(
                 {"patch": json.dumps(_pod_patch(obj, patch))}
                 for obj, patch in zip(
@@ -131,6 +130,27 @@ def write_overlay(
             ),
             *patches,
         ],
+    )
+
+
+def namespaced(
+    tmp: Path,
+    source: str,
+    namespace: str,
+    *,
+    images: Iterable[JSON] = (),
+    patches: Iterable[JSON] = (),
+) -> Path:
+    """An overlay of ``deploy/<source>`` in ``namespace`` (kustomize's ``namespace:`` and deploy/'s
+    replacement that writes it into the DNS search path), with ``images`` and ``patches``; its
+    directory, ``tmp``."""
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(DEPLOY / source, tmp)],
+        "namespace": namespace,
+        "images": list(images),
+        "patches": list(patches),
         "replacements": namespace_wiring(),
     }
     (tmp / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))

@@ -1,19 +1,21 @@
-"""deploy/ on the devcluster: every kustomization accepted, the base running, its RBAC proven.
+"""deploy/ on the devcluster's API server: every kustomization accepted, Pod Security, RBAC.
 
-- Every directory a user applies (the base and each overlay) passes the apiserver's validation
-  and admission with ``kubectl apply -k DIR --dry-run=server``.
-- The base is applied as is: its 4 workers (4 GPUs and an HCA each) become Ready, and the waiter's
-  own command, run with the launcher's service-account token and the pod's DNS view, finds them
-  Ready and resolvable, execs ``true`` in each (pods/exec) and writes the hostfile ConfigMap.
+- Every directory a user applies (the base and each overlay), in a namespace of the test's
+  (an overlay that sets it, as a user's does), passes the apiserver's validation and admission
+  with ``kubectl apply -k DIR --dry-run=server``; where Pod Security ``restricted`` is enforced,
+  none of their pod templates draws a warning, while the same worker with IPC_LOCK added does.
 - ``kubectl auth can-i --as=system:serviceaccount:<ns>:launcher``: the launcher can exec into its
-  workers and do what the waiter and kubexec need; it cannot exec into any other pod (another
-  job's worker, a worker beyond the count, a stranger), read Secrets, change pods, or act in
-  another namespace.
+  workers and do what the waiter, kubexec and the own-workers sidecar need; it cannot exec into
+  any other pod (another job's worker, a worker beyond the count, a stranger), read Secrets,
+  change other objects, or act in another namespace.
+
+These need no pod to run: the whole flow, run by Kubernetes, is tests/e2e/test_deploy_flow.py.
 """
 
 from __future__ import annotations
 
-import sys
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,23 +23,22 @@ from typing import TYPE_CHECKING
 import pytest
 
 from devcluster.client import Cluster
-from devcluster.manifests import DEPLOY, DIRS, Job, job
-from devcluster.workloads import running_pods
+from devcluster.flow import namespaced
+from devcluster.manifests import DIRS, Job, render
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 pytestmark = pytest.mark.timeout(600)
 
-WAITFOR = str(Path(sys.executable).parent / "k8s-waitfor")
-
 
 @pytest.mark.parametrize("directory", DIRS)
-def test_server_side_dry_run_accepts(cluster: Cluster, namespace: str, directory: str) -> None:
-    rendered = job(directory)
-    proc = cluster.kubectl(
-        "apply", "-k", str(DEPLOY / directory), "--dry-run=server", "-n", namespace, "-o", "name"
-    )
+def test_server_side_dry_run_accepts(
+    cluster: Cluster, namespace: str, directory: str, tmp_path: Path
+) -> None:
+    overlay = namespaced(tmp_path, directory, namespace)
+    rendered = Job(render(str(overlay)))
+    proc = cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server", "-o", "name")
     accepted = sorted(proc.stdout.decode().split())
     expected = sorted(
         f"{o['kind'].lower()}.{_group(o)}/{o['metadata']['name']}".replace("./", "/")
@@ -46,6 +47,53 @@ def test_server_side_dry_run_accepts(cluster: Cluster, namespace: str, directory
     assert accepted == expected
     # A dry run creates nothing.
     assert cluster.get("statefulsets,jobs,roles", "-n", namespace)["items"] == []
+
+
+def restricted(cluster: Cluster, namespace: str) -> None:
+    labels = [f"pod-security.kubernetes.io/{mode}=restricted" for mode in ("enforce", "warn")]
+    cluster.kubectl("label", "namespace", namespace, *labels)
+
+
+@pytest.mark.parametrize("directory", DIRS)
+def test_pod_security_restricted_admits_every_shape(
+    cluster: Cluster, namespace: str, directory: str, tmp_path: Path
+) -> None:
+    """Workers and launcher: non-root, no capability, no escalation, RuntimeDefault seccomp.
+    (The real runs of tests/e2e/test_deploy_flow.py create their pods under ``restricted``.)"""
+    restricted(cluster, namespace)
+    overlay = namespaced(tmp_path, directory, namespace)
+    proc = cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server")
+    assert "would violate PodSecurity" not in proc.stderr.decode(), proc.stderr.decode()
+
+
+def test_ipc_lock_would_violate_restricted(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The check above is not vacuous: the worker with IPC_LOCK added is refused (a non-root
+    uid gains nothing from it anyway: tests/e2e/test_real_node_memlock.py)."""
+    restricted(cluster, namespace)
+    ipc_lock = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "cnode"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "securityContext": {"capabilities": {"add": ["IPC_LOCK"]}},
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    overlay = namespaced(tmp_path, "base", namespace, patches=[{"patch": json.dumps(ipc_lock)}])
+    proc = cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server")
+    warning = proc.stderr.decode()
+    assert 'would violate PodSecurity "restricted:latest"' in warning
+    assert "IPC_LOCK" in warning
 
 
 def _group(obj: dict[str, object]) -> str:
@@ -83,60 +131,12 @@ class Applied:
 def applied(cluster: Cluster) -> Iterator[Applied]:
     namespace = cluster.create_namespace("deploy-base")
     try:
-        cluster.kubectl("apply", "-k", str(DEPLOY / "base"), "-n", namespace)
-        yield Applied(cluster, namespace, job("base"))
+        with tempfile.TemporaryDirectory(prefix="k8smpi-deploy-") as tmp:
+            overlay = namespaced(Path(tmp), "base", namespace)
+            cluster.kubectl("apply", "-k", str(overlay))
+            yield Applied(cluster, namespace, Job(render(str(overlay))))
     finally:
         cluster.delete_namespace(namespace)
-
-
-def test_base_workers_become_ready(applied: Applied) -> None:
-    j = applied.job
-    pods = running_pods(
-        applied.cluster, applied.namespace, "k8smpi.dev/role=worker", j.worker_count
-    )
-    assert [p["metadata"]["name"] for p in pods] == j.worker_pod_names
-    for pod in pods:
-        assert pod["spec"]["hostname"] == pod["metadata"]["name"]
-        assert pod["spec"]["subdomain"] == "hpc-cluster"
-        limits = pod["spec"]["containers"][0]["resources"]["limits"]
-        assert limits == {"nvidia.com/gpu": "4", "rdma/hca": "1"}
-    launcher = applied.cluster.get("pods", "-n", applied.namespace, "-l", "job-name=launcher")
-    assert len(launcher["items"]) == 1
-    assert launcher["items"][0]["spec"]["serviceAccountName"] == "launcher"
-
-
-def test_waiter_runs_with_the_launcher_token(applied: Applied) -> None:
-    """The waiter's command line, as the launcher's service account and with pod DNS."""
-    c, ns, j = applied.cluster, applied.namespace, applied.job
-    running_pods(c, ns, "k8smpi.dev/role=worker", j.worker_count)
-    token = c.kubectl("create", "token", j.service_account, "-n", ns).stdout.decode().strip()
-    kubeconfig = c.token_kubeconfig(token, ns)
-    out = c.root / "tokens" / f"{ns}.hostfile" if c.root else None
-    assert out is not None
-    proc = c.run_with_pod_dns(
-        ns,
-        [
-            WAITFOR,
-            f"--kubeconfig={kubeconfig}",
-            "--statefulset=cnode",
-            "--timeout=90s",
-            "--exec-probe",
-            "--resource=nvidia.com/gpu",
-            f"--hostfile-out={out}",
-            "--configmap=hostfile",
-            "--progress=none",
-        ],
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = [ln for ln in out.read_text().splitlines() if ln and not ln.startswith("#")]
-    assert lines == [f"cnode-{i} slots=4" for i in range(4)]
-    cm = c.get("configmap", "hostfile", "-n", ns)
-    assert cm["data"]["hostfile"] == out.read_text()
-    # Every probe went to this job's workers, as the launcher.
-    execs = c.exec_events(ns)
-    assert {e["objectRef"]["name"] for e in execs} == set(j.worker_pod_names or [])
-    assert {e["user"]["username"] for e in execs} == {applied.sa}
 
 
 def test_launcher_can_do_its_work(applied: Applied) -> None:
@@ -148,7 +148,9 @@ def test_launcher_can_do_its_work(applied: Applied) -> None:
     for verb in ("get", "update", "patch"):
         assert applied.can(verb, "configmaps/hostfile")
     assert applied.can("create", "configmaps")
-    assert applied.can("get", "statefulsets.apps/cnode")
+    # The waiter reads spec.replicas; the own-workers sidecar owns and deletes the workers.
+    for verb in ("get", "patch", "delete"):
+        assert applied.can(verb, "statefulsets.apps/cnode")
 
 
 def test_launcher_cannot_exec_outside_its_job(applied: Applied) -> None:
@@ -168,7 +170,10 @@ def test_launcher_cannot_read_secrets_or_change_things(applied: Applied) -> None
     assert not applied.can("update", "configmaps/batch")
     assert not applied.can("get", "configmaps/other")
     assert not applied.can("get", "statefulsets.apps/other")
-    assert not applied.can("patch", "statefulsets.apps/cnode")
+    assert not applied.can("patch", "statefulsets.apps/other")
+    assert not applied.can("delete", "statefulsets.apps/other")
+    assert not applied.can("update", "statefulsets.apps/cnode")
+    assert not applied.can("create", "statefulsets.apps")
     assert not applied.can("create", "serviceaccounts/launcher", "--subresource=token")
     assert not applied.can("update", "roles.rbac.authorization.k8s.io/launcher")
 

@@ -23,6 +23,8 @@ the apiserver's audit log (which pod's token made each pods/exec).
   in the launcher container's terminated state; a waiter that gives up does the same with its
   own exit status and explanation.
 - Afterwards no worker pod is left: the own-workers sidecar deleted the StatefulSet.
+
+Every job runs in a namespace where Pod Security ``restricted`` is enforced.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def run(
                 {"initContainers": [{"name": "own-workers"}, waiter, {"name": "hydra-hostfile"}]},
             )
         )
+    # Pod Security "restricted" is enforced: every pod of the job must pass it to exist.
+    labels = "pod-security.kubernetes.io/enforce=restricted"
+    cluster.kubectl("label", "namespace", namespace, labels)
     overlay = flow.write_overlay(
         tmp_path, cluster, namespace, flavour=flavour, launcher_env=env, patches=patches
     )
