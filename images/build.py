@@ -182,7 +182,8 @@ VARIANTS: dict[str, Variant] = {
                 TagPart("UCX_VERSION", "ucx", upstream=True),
             ),
             devel_stage="devel",
-            cache_stages=("tools",),
+            # wheels: the PyPI MPI (images/cpu/Dockerfile).
+            cache_stages=("tools", "wheels"),
         ),
         Variant(
             "waiter",
@@ -932,8 +933,8 @@ def prune_stale(client: docker.DockerClient) -> int:
     """Remove untagged images: what builds of older sources left behind.
 
     Every layer the current sources can reuse belongs to a tagged image (the shipped tag, its
-    ``-devel``, ``-tools``, ``-slim`` and ``-os`` tags), so the cache survives. Returns how many
-    were removed.
+    ``-devel``, ``-tools``, ``-slim``, ``-os`` and ``-wheels`` tags), so the cache survives.
+    Returns how many were removed.
     """
     pruned = client.images.prune(filters={"dangling": True})
     return len(pruned.get("ImagesDeleted") or [])

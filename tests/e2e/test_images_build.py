@@ -3,12 +3,15 @@
 They are built the way ``make images`` builds them: the image tool (images/build.py) drives a
 private podman service (overlay storage under ~/.cache/k8smpi/images/podman) through the docker
 SDK, FROM a debian:bookworm made locally with debootstrap (rootfs cached by suite and date) and
-tagged as the upstream name; no FROM image is ever pulled. Then, inside the built images: every
+tagged as the upstream name; no FROM image is ever pulled -- the CPU image once per MPI
+(``build.MPIS``: Debian's Open MPI 4.1, and Open MPI 5, MPICH, Intel MPI from their PyPI wheels),
+each with the example image FROM it. Then, inside the built images: every
 console script that pyproject.toml declares answers ``--help``, kubexec is at its fixed path,
 ``mpirun -np 4`` of the MPI test program (the example user image, FROM the CPU image) runs
-over UCX, also under an arbitrary uid that has no passwd entry, the runtime images hold no
-compiler and no -dev package, versions.json agrees with the labels, and k8smpi-preflight reads
-the container's own limits. A second build of the
+over UCX, also under an arbitrary uid that has no passwd entry, each MPI's example runs its
+4 ranks and names its MPI in versions.json, the runtime images hold no compiler and no -dev
+package, versions.json agrees with the labels, and k8smpi-preflight reads the container's own
+limits. A second build of the
 same sources must come entirely from the layer cache. Build times and sizes are printed at the
 end of the run and kept in ~/.cache/k8smpi/images/e2e-build-times.json.
 
@@ -59,8 +62,14 @@ class Built:
     seconds: float
     context: bytes  # the sources as they were built (colleagues may edit the tree meanwhile)
 
-    def tag(self, variant: str) -> str:
-        return next(b.tag for b in self.plan if b.variant == variant)
+    def tag(self, variant: str, mpi: str = build.MPIS[0]) -> str:
+        """The tag of ``variant`` (cpu, example: with the cpu image's MPI ``mpi``)."""
+        if variant == "example":
+            parent = self.tag("cpu", mpi)
+            return next(b.tag for b in self.plan if b.buildargs.get("BASE_IMAGE") == parent)
+        return next(
+            b.tag for b in self.plan if b.variant == variant and b.buildargs.get("MPI", mpi) == mpi
+        )
 
     def devel_tag(self, variant: str) -> str:
         tag = next(b.devel_tag for b in self.plan if b.variant == variant)
@@ -93,7 +102,8 @@ def building(
             pytest.fail(f"{missing} not installed: `make apt` (devcluster/apt.sh) installs them")
     plan = build.plan(
         variants,
-        {},
+        # The cpu image once per MPI, as `make images` builds it.
+        {"MPI": list(build.MPIS)} if "cpu" in variants else {},
         version=build.project_version(),
         vcs_ref=build.vcs_ref(),
         example_from=example_from,
@@ -197,15 +207,44 @@ def test_mpirun_np4_over_ucx(built: Built, user: str | None) -> None:
     assert out.count("select: component ucx selected") == NP, out
 
 
+# Every MPI's mpirun, 4 ranks in one container (no network): its shared-memory path.
+MPIRUN = {
+    "openmpi4": ["mpirun", "--oversubscribe", "-np", str(NP), "app"],
+    "openmpi5": ["mpirun", "--oversubscribe", "-np", str(NP), "app"],
+    "mpich": ["mpirun", "-n", str(NP), "app"],
+    "impi": ["mpirun", "-n", str(NP), "app"],
+}
+
+
+@pytest.mark.parametrize("mpi", build.MPIS)
+def test_every_mpi_runs_the_example_program(built: Built, mpi: str) -> None:
+    """The example image FROM the cpu image with each MPI: the program at /opt/app/bin/app
+    (where deploy/'s batch script runs it) built against that MPI, run by its mpirun as an
+    arbitrary uid; versions.json names the MPI and its version."""
+    image = built.tag("example", mpi)
+    status, out = run(built, image, MPIRUN[mpi], user=ANY_UID)
+    assert status == 0, out
+    assert _ranks(out) == [(r, NP, NP * (NP + 1) // 2) for r in range(NP)], out
+    status, text = sh(built, image, "cat /etc/k8smpi/versions.json; command -v app")
+    record = json.loads(text[: text.rindex("}") + 1])
+    assert record["detected"]["mpi"] == mpi == record["build_args"]["MPI"]
+    assert text.split()[-1] == "/opt/app/bin/app"
+    labels = built.client.images.get(built.tag("cpu", mpi)).labels
+    assert labels["dev.k8smpi.mpi"] == mpi
+
+
 def test_runtime_images_hold_no_compiler_or_dev_package(built: Built) -> None:
     probe = (
         "for c in gcc cc c++ g++ gfortran clang nvcc; do command -v $c; done; "
         "dpkg-query -W -f='${Package}\\n' | grep -E -- '-dev$' || true"
     )
-    for variant in ("cpu", "waiter", "example"):
-        status, out = sh(built, built.tag(variant), probe)
+    images = [built.tag("waiter")] + [
+        built.tag(variant, mpi) for variant in ("cpu", "example") for mpi in build.MPIS
+    ]
+    for image in images:
+        status, out = sh(built, image, probe)
         assert status == 0
-        assert out.strip() == "", f"{variant}: {out}"
+        assert out.strip() == "", f"{image}: {out}"
     # The probe finds them where they are: the devel image user programs are built in.
     status, out = sh(built, built.devel_tag("cpu"), probe)
     assert "/usr/bin/gcc" in out

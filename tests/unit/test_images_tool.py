@@ -33,7 +33,7 @@ def test_default_cpu_tag_names_the_versions() -> None:
     (cpu,) = plan("cpu")
     assert cpu.tag == f"localhost/k8smpi/cpu:{VERSION}-bookworm-ompi4.1.4-ucx1.13.1"
     assert cpu.devel_tag == cpu.tag + "-devel"
-    assert cpu.cache_tags == (cpu.tag + "-tools",)
+    assert cpu.cache_tags == (cpu.tag + "-tools", cpu.tag + "-wheels")
     (waiter,) = plan("waiter")
     assert waiter.cache_tags == tuple(f"{waiter.tag}-{s}" for s in ("tools", "slim", "os"))
     assert cpu.buildargs == {"K8SMPI_VERSION": VERSION, "VCS_REF": "abc123"}
