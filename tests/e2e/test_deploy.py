@@ -3,7 +3,8 @@
 - Every directory a user applies (the base and each overlay), in a namespace of the test's
   (an overlay that sets it, as a user's does), passes the apiserver's validation and admission
   with ``kubectl apply -k DIR --dry-run=server``; where Pod Security ``restricted`` is enforced,
-  none of their pod templates draws a warning, while the same worker with IPC_LOCK added does.
+  the worker with IPC_LOCK added is refused (tests/e2e/test_deploy_hardening.py shows every
+  shape's pods pass ``restricted`` as shipped).
 - ``kubectl auth can-i --as=system:serviceaccount:<ns>:launcher``: the launcher can exec into its
   workers and do what the waiter, kubexec and the own-workers sidecar need; it cannot exec into
   any other pod (another job's worker, a worker beyond the count, a stranger), read Secrets,
@@ -54,23 +55,11 @@ def restricted(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("label", "namespace", namespace, *labels)
 
 
-@pytest.mark.parametrize("directory", DIRS)
-def test_pod_security_restricted_admits_every_shape(
-    cluster: Cluster, namespace: str, directory: str, tmp_path: Path
-) -> None:
-    """Workers and launcher: non-root, no capability, no escalation, RuntimeDefault seccomp.
-    (The real runs of tests/e2e/test_deploy_flow.py create their pods under ``restricted``.)"""
-    restricted(cluster, namespace)
-    overlay = namespaced(tmp_path, directory, namespace)
-    proc = cluster.kubectl("apply", "-k", str(overlay), "--dry-run=server")
-    assert "would violate PodSecurity" not in proc.stderr.decode(), proc.stderr.decode()
-
-
 def test_ipc_lock_would_violate_restricted(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    """The check above is not vacuous: the worker with IPC_LOCK added is refused (a non-root
-    uid gains nothing from it anyway: tests/e2e/test_real_node_memlock.py)."""
+    """Why deploy/ adds no IPC_LOCK: restricted refuses it (and a non-root uid gains nothing
+    from it anyway: tests/e2e/test_real_node_memlock.py)."""
     restricted(cluster, namespace)
     ipc_lock = {
         "apiVersion": "apps/v1",

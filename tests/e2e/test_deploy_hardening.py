@@ -1,7 +1,7 @@
 """deploy/ under Pod Security and with the exec-scope policy, judged by the real API server.
 
-- The launcher's pod passes Pod Security ``restricted`` in every shape; the workers' pods need
-  the level the table below names (deploy/README.md says the same).
+- The launcher's and the workers' pods pass Pod Security ``restricted`` in every shape
+  (deploy/README.md says the same).
 - ``deploy/policy``: a job's launcher may exec only into its own job's workers, enforced by the
   API server -- where RBAC cannot name them (overlays/indexed: Indexed Job pods have random
   names), a decoy pod with the job's host name is refused.
@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from devcluster.client import JSON, Cluster
+from devcluster.flow import namespaced
 from devcluster.manifests import DEPLOY, DIRS, job
 from devcluster.workloads import DEFAULT_NODES, running_pods
 
@@ -24,9 +27,10 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(600)
 
 LEVELS = ("restricted", "baseline", "privileged")
-WORKER_LEVEL = {d: "privileged" for d in DIRS}
-"""The lowest level the workers' pods pass: IPC_LOCK (for RDMA memory registration) is a
-capability neither restricted nor baseline allows."""
+WORKER_LEVEL = {d: "restricted" for d in DIRS}
+"""The lowest level the workers' pods pass: restricted (no capability: IPC_LOCK would not reach
+a non-root uid anyway, tests/e2e/test_real_node_memlock.py; tests/e2e/test_deploy.py shows that
+adding it would need privileged)."""
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +101,11 @@ def indexed(cluster: Cluster) -> Iterator[str]:
     namespace = cluster.create_namespace("exec-scope")
     try:
         cluster.kubectl("label", "namespace", namespace, "k8smpi.dev/exec-scope=enforce")
-        cluster.kubectl("apply", "-k", str(DEPLOY / "overlays" / "indexed"), "-n", namespace)
+        # deploy/ sets its namespace (hpc) itself: an overlay puts it in this one.
+        with tempfile.TemporaryDirectory(prefix="k8smpi-exec-scope-") as tmp:
+            cluster.kubectl(
+                "apply", "-k", str(namespaced(Path(tmp), "overlays/indexed", namespace))
+            )
         j = job("overlays/indexed")
         decoy = {
             "apiVersion": "v1",

@@ -21,6 +21,7 @@ from devcluster.layout import (
     Layout,
     Ports,
 )
+from images import build
 
 OFFSETS = (0, 1, 249)
 
@@ -215,9 +216,13 @@ def test_image_tags_are_predictable() -> None:
     assert nodeimages.pause_tag() == nodeimages.pause_tag()
     assert re.fullmatch(r"localhost/k8smpi/pause:[0-9a-f]{12}", nodeimages.pause_tag())
     tags = nodeimages.workload_tags()
-    assert set(tags) == {"cpu", "waiter", "example"}
+    # cpu and example with the default MPI, the waiter, the example with every other MPI.
+    others = {f"example-{mpi}" for mpi in build.MPIS[1:]}
+    assert set(tags) == {"cpu", "waiter", "example"} | others
     assert all(t.startswith("localhost/k8smpi/") for t in tags.values())
-    assert tags["example"].split(":", 1)[1].startswith("cpu-")
+    assert tags["example"].split(":", 1)[1].startswith(f"cpu-{tags['cpu'].split(':', 1)[1]}")
+    assert len(set(tags.values())) == len(tags)
+    assert "-mpich" in tags["example-mpich"]
 
 
 def test_the_offset_names_the_real_nodes_resources(tmp_path: Path) -> None:
