@@ -329,6 +329,15 @@ watch() {
         esac
     done
     exec >/dev/null
+    # Unless this shell is exiting right now: its exit closes the exec's stdout and stderr,
+    # and the runtime (containerd) then closes the exec's stdin, sometimes before the kernel
+    # shows this shell as a zombie. A teardown then would kill what the command detached on
+    # purpose (orted --daemonize). Wait that out (up to 0.3 s) before deciding.
+    _w=0
+    while alive $$ && [ "$_w" -lt 15 ]; do
+        sleep 0.02 2>/dev/null || break
+        _w=$((_w + 1))
+    done
     if alive $$; then
         kill -s USR1 $$
         teardown

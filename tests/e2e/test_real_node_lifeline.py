@@ -8,6 +8,9 @@ worker pod of the CPU image:
   command's stdin, kubexec's wrapper in the worker container ends the command's whole session.
   20 trials; a watcher inside the worker container timestamps the moment no process of the
   session is left (both clocks are the node's). Median and maximum are printed.
+- A daemon the command detached on purpose (``orted --daemonize``) outlives kubexec's normal
+  exit, 40 times in a row (a race with containerd's closing of the exec's stdin killed a few
+  percent of them before the wrapper waited for its own exit).
 - The user switch in the real CPU image: a root worker container runs the command as kubexec's
   own uid through ``setpriv`` (``-l`` picks another uid, without a passwd entry); a worker with
   ``runAsUser`` runs it as that uid directly, and a different uid is refused with one line that
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -180,6 +184,35 @@ def test_kill_9_of_kubexec_in_the_launcher_pod_ends_the_session(pods: Pods) -> N
     )
     print(summary)
     assert max(times) < BOUND_S, summary
+
+
+DETACHED = 40
+
+
+def test_a_daemon_detached_on_purpose_survives_a_normal_exit(pods: Pods) -> None:
+    """``orted --daemonize``'s way (Open MPI without tree spawn): the command starts a process
+    in a session of its own and exits at once. That process must outlive kubexec's normal exit,
+    every time: the wrapper's exit closes the exec's output, and containerd then closes the
+    exec's stdin while the wrapper is still exiting -- which must not read as "kubexec is
+    gone". 40 calls from the launcher pod; every daemon is still there afterwards."""
+    loop = (
+        f"for i in $(seq 1 {DETACHED}); do {KUBEXEC} worker "
+        '"(setsid sleep 55$i </dev/null >/dev/null 2>&1 &); exit 0" </dev/null || exit 1; done'
+    )
+    ran = pods.exec("launcher", "sh", "-c", loop, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    find = 'for d in /proc/[0-9]*; do tr "\\0" " " <"$d/cmdline"; echo; done | grep -c "^sleep 55"'
+    try:
+        # A teardown keeps looking for late processes for at least 1 s: wait past that.
+        time.sleep(2)
+        alive = pods.exec("worker", "sh", "-c", find)
+        assert alive.stdout.decode().strip() == str(DETACHED)
+    finally:
+        kill = (
+            'for d in /proc/[0-9]*; do case "$(tr "\\0" " " <"$d/cmdline")" in'
+            ' "sleep 55"*) kill "${d#/proc/}";; esac; done'
+        )
+        pods.exec("worker", "sh", "-c", kill)
 
 
 def test_root_container_runs_the_command_as_kubexecs_uid(pods: Pods) -> None:
