@@ -15,7 +15,7 @@ A job is one of deploy/'s directories applied as shipped through an overlay writ
 
 Then Kubernetes runs it: the StatefulSet's workers, the launcher Job's init containers (the
 waiter with the launcher's own token) and its main container (the batch script, calling plain
-``mpirun``, whose daemons kubexec starts through pods/exec). :func:`run_job` waits for the Job
+``mpirun``, whose daemons kubexec starts through pods/exec). :func:`wait_job` waits for the Job
 to end and collects what a user would look at: the Job's conditions, the launcher pod's
 container states and logs, and whether any pod of the job is left.
 """
@@ -33,6 +33,7 @@ import yaml
 from devcluster.manifests import DEPLOY, Job, render
 from devcluster.mpijobs import RANK_LINE
 from devcluster.workloads import real_node_image
+from images import build
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -40,13 +41,10 @@ if TYPE_CHECKING:
 
     from devcluster.client import JSON, Cluster
 
-FLAVOURS = {
-    "openmpi4": "Open MPI 4.1",
-    "openmpi5": "Open MPI 5.0",
-    "mpich": "MPICH",
-    "impi": "Intel MPI",
-}
-"""The CPU image's MPI ARG values ``make images`` builds, and their names."""
+FLAVOURS = dict(
+    zip(build.MPIS, ("Open MPI 4.1", "Open MPI 5.0", "MPICH", "Intel MPI"), strict=True)
+)
+"""The CPU image's MPI ARG values ``make images`` builds (``images.build.MPIS``), by name."""
 
 LAUNCHER_ENV: dict[str, dict[str, str]] = {
     "openmpi4": {},
@@ -64,17 +62,19 @@ LAUNCHER = "k8smpi.dev/role=launcher"
 def image_key(flavour: str) -> str:
     """The real node's name for the example image with ``flavour``'s MPI
     (``devcluster.nodeimages.workload_tags``)."""
-    return "example" if flavour == "openmpi4" else f"example-{flavour}"
+    return "example" if flavour == build.MPIS[0] else f"example-{flavour}"
 
 
-def _pod_patch(obj: JSON, pod_spec: JSON) -> JSON:
-    """A strategic merge patch of ``obj``'s pod template (lists merge by container name)."""
-    return {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "metadata": {"name": obj["metadata"]["name"]},
+def pod_patch(api_version: str, kind: str, name: str, pod_spec: JSON) -> JSON:
+    """A kustomize ``patches:`` item: a strategic merge patch of an object's pod template
+    (lists merge by container name; the containers it names come first)."""
+    body = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name},
         "spec": {"template": {"spec": pod_spec}},
     }
+    return {"patch": json.dumps(body)}
 
 
 def write_overlay(
@@ -123,7 +123,7 @@ def write_overlay(
         ],
         patches=[
             *(
-                {"patch": json.dumps(_pod_patch(obj, patch))}
+                pod_patch(obj["apiVersion"], obj["kind"], obj["metadata"]["name"], patch)
                 for obj, patch in zip(
                     (rendered.workers, rendered.launcher), pod_patches, strict=True
                 )

@@ -72,7 +72,7 @@ def run(
     """deploy/base with ``flavour``'s image on the real node, run to its end."""
     patches = []
     if workers:
-        patches.append(pod_patch("apps/v1", "StatefulSet", "cnode", workers))
+        patches.append(flow.pod_patch("apps/v1", "StatefulSet", "cnode", workers))
     if waiter_env:
         waiter = {
             "name": "waiter",
@@ -80,7 +80,7 @@ def run(
         }
         # Every init container named, in order: a strategic merge patch reorders them otherwise.
         patches.append(
-            pod_patch(
+            flow.pod_patch(
                 "batch/v1",
                 "Job",
                 "launcher",
@@ -96,16 +96,6 @@ def run(
     job = Job(render(str(overlay)))
     flow.launch(cluster, overlay, namespace)
     return job, flow.wait_job(cluster, namespace, JOB_TIMEOUT_S)
-
-
-def pod_patch(api: str, kind: str, name: str, pod_spec: JSON) -> JSON:
-    body = {
-        "apiVersion": api,
-        "kind": kind,
-        "metadata": {"name": name},
-        "spec": {"template": {"spec": pod_spec}},
-    }
-    return {"patch": json.dumps(body)}
 
 
 def exec_callers(cluster: Cluster, namespace: str) -> list[tuple[str, str]]:
@@ -192,11 +182,6 @@ TREES: dict[str, tuple[str, dict[str, str | None]]] = {
     # Two levels: proxies on 2 workers start the other 2 and those dial their parent's name.
     "impi-branch-count-2": ("impi", {"I_MPI_HYDRA_BRANCH_COUNT": "2"}),
 }
-TREE_WORKER_ENV = {
-    # Intel MPI's proxies in the workers launch the next level with the workers' environment:
-    # the same agent settings as the launcher's (one exec per proxy, stdin not forwarded).
-    "impi-branch-count-2": {"I_MPI_HYDRA_BOOTSTRAP_EXEC_EXTRA_ARGS": "--no-forward-stdin"},
-}
 
 
 @pytest.mark.parametrize("case", list(TREES))
@@ -204,11 +189,7 @@ def test_tree_spawn_from_inside_the_workers(
     cluster: Cluster, namespace: str, case: str, tmp_path: Path
 ) -> None:
     flavour, env = TREES[case]
-    pod_spec: JSON = dict(TREE)
-    if case in TREE_WORKER_ENV:
-        extra = [{"name": k, "value": v} for k, v in TREE_WORKER_ENV[case].items()]
-        pod_spec["containers"] = [{"name": "worker", "env": extra}]
-    job, out = run(cluster, namespace, tmp_path, flavour, env=env, workers=pod_spec)
+    job, out = run(cluster, namespace, tmp_path, flavour, env=env, workers=TREE)
     assert_complete(job, out)
     callers = exec_callers(cluster, namespace)
     workers = set(job.worker_pod_names or [])

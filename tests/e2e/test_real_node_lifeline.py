@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from devcluster.client import JSON, Cluster, wait_for
-from devcluster.workloads import real_node_pod
+from devcluster.client import Cluster, wait_for
+from devcluster.workloads import kubexec_rbac, real_node_pod
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -72,33 +72,6 @@ class Pods:
         return self.exec(launcher, "sh", "-c", f'exec {KUBEXEC} "$@" </dev/null', "sh", *args)
 
 
-def rbac() -> list[JSON]:
-    """The launcher's account: what kubexec needs (pods get/list, pods/exec create/get)."""
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "launcher"}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "launcher"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "launcher"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "launcher",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "launcher"}],
-        },
-    ]
-
-
 def ready(cluster: Cluster, namespace: str, names: list[str]) -> None:
     def all_ready() -> bool:
         pods = cluster.get("pods", "-n", namespace)["items"]
@@ -121,7 +94,7 @@ def pods(cluster: Cluster) -> Iterator[Pods]:
     root = {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False}
     try:
         objects = [
-            *rbac(),
+            *kubexec_rbac("launcher"),
             real_node_pod(cluster, "launcher", run_as=1000, serviceAccountName="launcher"),
             # deploy/'s worker shape: no token, the pause container as PID 1.
             real_node_pod(
