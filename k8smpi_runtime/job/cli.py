@@ -94,9 +94,18 @@ def _add_job_inputs(parser: argparse.ArgumentParser) -> None:
         "--keep-for", metavar="DURATION", help="a finished job's objects stay this long (1h)"
     )
     job.add_argument("--env", action="append", metavar="NAME=VALUE", help="(repeat)")
-    job.add_argument("--node-selector", action="append", metavar="LABEL=VALUE", help="(repeat)")
     job.add_argument(
-        "--toleration", action="append", metavar="KEY[=VALUE][:EFFECT]", help="(repeat)"
+        "--node-selector",
+        action="append",
+        metavar="LABEL=VALUE",
+        help="run every pod of the job on nodes with this label (repeat)",
+    )
+    job.add_argument(
+        "--toleration",
+        action="append",
+        metavar="KEY[=VALUE][:EFFECT]",
+        help="let every pod of the job on nodes with this taint, e.g. "
+        "k8smpi.dev/real-node=true:NoSchedule (repeat)",
     )
     job.add_argument("--launcher-cpu", metavar="CPU", help="the launcher's CPU request (1)")
     job.add_argument("--launcher-memory", metavar="SIZE", help="its memory request (1Gi)")
@@ -104,6 +113,11 @@ def _add_job_inputs(parser: argparse.ArgumentParser) -> None:
         "--launcher-annotation", action="append", metavar="NAME=VALUE", help="(repeat)"
     )
     job.add_argument("--waiter-image", metavar="IMAGE", help=f"default {shared.WAITER_IMAGE}")
+    job.add_argument(
+        "--image-pull-policy",
+        metavar="POLICY",
+        help="every container's: Always, IfNotPresent or Never (images already on the nodes)",
+    )
     job.add_argument("--cluster-domain", metavar="DOMAIN", help="default cluster.local")
     switches = parser.add_argument_group("the seed's mpiOptions (all on by default)")
     switches.add_argument(
@@ -117,6 +131,11 @@ def _add_job_inputs(parser: argparse.ArgumentParser) -> None:
     )
     switches.add_argument(
         "--no-kubexec", action="store_true", help="mpirun uses the image's ssh (needs sshd)"
+    )
+    switches.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="the waiter does not run k8smpi-preflight in the workers (images without it)",
     )
 
 
@@ -197,6 +216,7 @@ def cli_inputs(args: argparse.Namespace) -> dict[str, Any]:
             ("service", args.no_service),
             ("dns", args.no_dns),
             ("kubexec", args.no_kubexec),
+            ("preflight", args.no_preflight),
         )
         if off
     }
@@ -235,6 +255,7 @@ def cli_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "tolerations": tolerations or None,
         "launcher": launcher or None,
         "waiterImage": args.waiter_image,
+        "imagePullPolicy": args.image_pull_policy,
         "clusterDomain": args.cluster_domain,
     }
 

@@ -149,7 +149,9 @@ def status(api: Api, namespace: str, name: str | None, out: TextIO) -> int:
             job.pods, key=lambda p: (_labels(p).get(shared.ROLE_LABEL, ""), pod_name(p))
         ):
             placed = (pod.get("spec") or {}).get("nodeName") or "-"
-            if readiness.phase(pod) in ("Failed", "Succeeded", "Terminating"):
+            if readiness.phase(pod) == "Succeeded":
+                why = ""  # nothing to explain (a sidecar's exit would read as the reason)
+            elif readiness.phase(pod) in ("Failed", "Terminating"):
                 why = readiness.why_ended(pod)
             elif readiness.condition(pod, "Ready").get("status") != "True":
                 why = readiness.why_not_ready(pod)
@@ -204,5 +206,6 @@ def delete(api: Api, namespace: str, name: str, *, wait: bool = True) -> int:
         raise applying.NoSuchJob(f"no job {name} in namespace {namespace}")
     deleted = applying.delete_job(api, namespace, name, wait=wait)
     gone = "; nothing of it is left" if wait else ""
-    sys.stderr.write(f"k8smpi-job: deleted job {name} ({len(deleted)} objects){gone}\n")
+    objects = f"{len(deleted)} object{'s' if len(deleted) != 1 else ''}"
+    sys.stderr.write(f"k8smpi-job: deleted job {name} ({objects}){gone}\n")
     return exitcodes.OK

@@ -100,14 +100,32 @@ def _placed(pod: JSON) -> bool:
     return bool((pod.get("spec") or {}).get("nodeName"))
 
 
+WAITER = "k8s-waitfor: "
+PREFLIGHT_FATAL = f"{WAITER}FATAL "
+"""How ``k8s-waitfor --preflight`` starts each fatal finding's line (after its table)."""
+
+
 def verdict(message: str) -> tuple[str, str]:
     """A failed container's termination message (its log's tail): the verdict line, and the
-    lines after it (the waiter's table of pods). The verdict is the waiter's last
-    ``k8s-waitfor:`` line, else the last line."""
+    lines worth showing under it. The verdict is the preflight's first fatal finding (then the
+    preflight's table and the other findings follow), else the waiter's last ``k8s-waitfor:``
+    line (then the lines after it: its table of pods), else the last line."""
     lines = [ln.rstrip() for ln in message.splitlines() if ln.strip()]
     if not lines:
         return "", ""
-    at = max((i for i, ln in enumerate(lines) if ln.startswith("k8s-waitfor: ")), default=None)
+    fatal = [i for i, ln in enumerate(lines) if ln.startswith(PREFLIGHT_FATAL)]
+    if fatal:
+        first = lines[fatal[0]][len(PREFLIGHT_FATAL) :]
+        # The table starts after the waiter's "preflight: N fatal finding(s)" line.
+        start = max(
+            (i for i, ln in enumerate(lines[: fatal[0]]) if ln.startswith(f"{WAITER}preflight:")),
+            default=-1,
+        )
+        more = [ln for i, ln in enumerate(lines) if i > start and i != fatal[0]]
+        others = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
+        why = f"preflight: {readiness.one_line(first, limit=400)}{others}"
+        return why, "\n".join(more)
+    at = max((i for i, ln in enumerate(lines) if ln.startswith(WAITER)), default=None)
     if at is None:
         return readiness.one_line(lines[-1], limit=400), ""
     return readiness.one_line(lines[at], limit=400), "\n".join(lines[at + 1 :])
@@ -148,6 +166,8 @@ def _outcome(  # noqa: PLR0911 - one return per way a job ends, in the order the
         if done and done.get("exitCode") not in (0, None) and cname != "own-workers":
             why, more = verdict(str(done.get("message") or ""))
             why = why or str(done.get("reason") or "")
+            if why.startswith("preflight: ") and "not found in the pod" in why:
+                why += "; for an image without the k8smpi tools, submit with --no-preflight"
             return State(
                 FAILED,
                 f"the {cname} exited {done.get('exitCode')} before the script ran"
@@ -219,6 +239,13 @@ def assess(  # noqa: PLR0911 - one return per stage of a job's life, in order
             "none is placed",
             **base,
         )
+    main = _statuses(launcher or {}, "containerStatuses").get("launcher") or {}
+    ended = _terminated(main)
+    if ended:
+        # The sidecar releases the workers as soon as the script ends, before the Job says it
+        # is over: workers gone now are not a placement problem.
+        detail = f"the batch script exited {ended.get('exitCode')} in {name}; the job is ending"
+        return State(RUNNING, detail, launcher_pod=name, output_ready=True, **base)
     rows = [
         Row(pod_name(p), readiness.phase(p), readiness.why_not_ready(p))
         for p in (*worker_pods, *([launcher] if launcher else []))
@@ -227,13 +254,13 @@ def assess(  # noqa: PLR0911 - one return per stage of a job's life, in order
     if len(worker_pods) < workers:
         rows.append(Row(f"({workers - len(worker_pods)} more)", "-", "worker pods not created yet"))
     if rows:
-        detail = f"{len(placed)}/{workers} workers placed; pending: {pending(rows, why_limit=90)}"
+        # Room for the scheduler's reasons past "0/5 nodes are available: 1 node(s) had
+        # untolerated taint(s), " (a cluster with tainted nodes says that first).
+        detail = f"{len(placed)}/{workers} workers placed; pending: {pending(rows, why_limit=130)}"
         return State(PLACING, detail, rows=tuple(rows), launcher_pod=name, **base)
     if launcher is None:
         return State(STARTING, "all workers placed; the launcher pod is being created", **base)
-    main = _statuses(launcher, "containerStatuses").get("launcher") or {}
-    state = main.get("state") or {}
-    if "running" in state or "terminated" in state:
+    if "running" in (main.get("state") or {}):
         return State(
             RUNNING,
             f"the batch script runs in {name}",

@@ -37,7 +37,7 @@ def manifests(spec: JobSpec) -> list[JSON]:
         names,
         worker_pods=None,
         worker_kind="job",
-        kubexec=spec.kubexec,
+        pods_exec=spec.kubexec or spec.preflight,
         hostfile=spec.hostfile,
     )
     objects = [*pods.rbac(spec, rules), *pods.configmaps(spec)]

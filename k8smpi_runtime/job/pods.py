@@ -85,6 +85,14 @@ def dns_config(spec: JobSpec) -> JSON | None:
     return {"searches": [f"{spec.names.service}.{spec.namespace}.svc.{spec.cluster_domain}"]}
 
 
+def image(spec: JobSpec, ref: str) -> JSON:
+    """A container's image, with the job's pull policy when it sets one."""
+    out: JSON = {"image": ref}
+    if spec.image_pull_policy:
+        out["imagePullPolicy"] = spec.image_pull_policy
+    return out
+
+
 def _env(pairs: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> list[JSON]:
     return [{"name": k, "value": v} for k, v in pairs]
 
@@ -122,7 +130,7 @@ def worker_template(
 ) -> JSON:
     container: JSON = {
         "name": "worker",
-        "image": spec.image,
+        **image(spec, spec.image),
         # mpirun's daemons arrive through kubexec; until then (and after) the pod just sleeps.
         "command": ["sleep", "infinity"],
         "securityContext": CONTAINER_SECURITY,
@@ -163,6 +171,9 @@ def waiter_command(spec: JobSpec, select: str) -> list[str]:
     if spec.kubexec:
         # RBAC and the worker containers are proven here, before mpirun depends on them.
         argv.append("--exec-probe")
+    if spec.preflight:
+        # GPUs, driver against the image's CUDA, HCAs, limits: in every worker, before mpirun.
+        argv.append("--preflight")
     if not spec.dns:
         argv.append("--no-dns")
     elif spec.flavour.dials_back:
@@ -184,6 +195,12 @@ def waiter_command(spec: JobSpec, select: str) -> list[str]:
 
 def launcher_env(spec: JobSpec) -> list[JSON]:
     pairs = spec.flavour.launcher_env(kubexec=spec.kubexec, hostfile=spec.hostfile)
+    per_worker = spec.slots_per_worker
+    if spec.flavour.ranks_per_host_env and per_worker is not None:
+        pairs.append((spec.flavour.ranks_per_host_env, str(per_worker)))
+    # Open MPI's rsh launcher names the local shell from the passwd entry, else $SHELL, and
+    # warns in the job's output when neither says (a uid without a passwd entry).
+    pairs.append(("SHELL", "/bin/sh"))
     # The launcher asks for no GPU; CUDA base images default to every GPU of the node.
     pairs.append(("NVIDIA_VISIBLE_DEVICES", "void"))
     pairs.append(("K8SMPI_JOB", spec.name))
@@ -192,7 +209,6 @@ def launcher_env(spec: JobSpec) -> list[JSON]:
         # label from its own pod, a GET on every call.
         pairs.append(("KUBEXEC_SELECTOR", f"{shared.JOB_LABEL}={spec.name}"))
     pairs.append(("K8SMPI_NODES", str(spec.workers)))
-    per_worker = spec.slots_per_worker
     if per_worker is not None:
         pairs.append(("K8SMPI_SLOTS_PER_NODE", str(per_worker)))
         pairs.append(("K8SMPI_NP", str(per_worker * spec.workers)))
@@ -229,7 +245,7 @@ def launcher_template(
         init.append(
             {
                 "name": "own-workers",
-                "image": spec.waiter_image,
+                **image(spec, spec.waiter_image),
                 # A native sidecar: started first, stopped (SIGTERM) after the script ends.
                 "restartPolicy": "Always",
                 "command": ["k8smpi-job", "own-workers", f"--statefulset={own_workers}"],
@@ -243,7 +259,7 @@ def launcher_template(
     mpi_etc = [{"name": "mpi-etc", "mountPath": shared.MPI_ETC}] if spec.hostfile else []
     waiter: JSON = {
         "name": "waiter",
-        "image": spec.waiter_image,
+        **image(spec, spec.waiter_image),
         "command": waiter_command(spec, select),
         "env": [POD_NAME_ENV],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
@@ -256,7 +272,7 @@ def launcher_template(
     init.append(waiter)
     main: JSON = {
         "name": "launcher",
-        "image": spec.image,
+        **image(spec, spec.image),
         "command": batch_command(spec),
         "env": launcher_env(spec),
         "resources": {"requests": {"cpu": spec.launcher_cpu, "memory": spec.launcher_memory}},

@@ -54,7 +54,7 @@ def manifests(spec: JobSpec) -> list[JSON]:
         names,
         worker_pods=names.worker_pods(spec.workers),
         worker_kind="statefulset",
-        kubexec=spec.kubexec,
+        pods_exec=spec.kubexec or spec.preflight,
         hostfile=spec.hostfile,
     )
     objects = [*pods.rbac(spec, rules), *pods.configmaps(spec)]

@@ -98,6 +98,8 @@ class Flavour:
     hostfile_path: str
     #: Whether remote daemons dial back to the launcher by its host name (Hydra does).
     dials_back: bool
+    #: The variable that sets ranks per host where the hostfile's counts are ignored.
+    ranks_per_host_env: str | None = None
 
     def launcher_env(self, *, kubexec: bool = True, hostfile: bool = True) -> list[tuple[str, str]]:
         return [*(self.agent_env if kubexec else ()), *(self.hostfile_env if hostfile else ())]
@@ -170,6 +172,9 @@ FLAVOURS: dict[str, Flavour] = {
             hostfile_format="hydra",
             hostfile_path=HYDRA_HOSTFILE,
             dials_back=True,
+            # Intel MPI's mpirun places I_MPI_PERHOST ranks per host (default: every core),
+            # whatever the host file's counts say.
+            ranks_per_host_env="I_MPI_PERHOST",
         ),
     )
 }
@@ -182,7 +187,7 @@ def launcher_rules(
     *,
     worker_pods: list[str] | None,
     worker_kind: str = "statefulset",
-    kubexec: bool = True,
+    pods_exec: bool = True,
     hostfile: bool = True,
     own_workers: bool = True,
 ) -> list[JSON]:
@@ -192,12 +197,13 @@ def launcher_rules(
     known in advance (Job and JobSet pods end in a random suffix): then the rule covers the
     namespace's pods. ``worker_kind``: ``statefulset`` (the seed shape: the waiter reads
     ``spec.replicas``; the sidecar adopts and deletes it) or ``job`` (the JobSet's worker Job).
+    ``pods_exec``: into the workers (kubexec, the waiter's exec probe and preflight).
     """
     rules: list[JSON] = [
         # k8s-waitfor, hostfile-gen, kubexec: one list + one watch of the pods, a GET by name.
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     ]
-    if kubexec:
+    if pods_exec:
         rule: JSON = {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}
         if worker_pods is not None:
             rule["resourceNames"] = list(worker_pods)

@@ -20,7 +20,7 @@ the file)::
     namespace: hpc
     shape: statefulset           # or jobset
     queue: team-a                # a Kueue LocalQueue: gang admission
-    mpiOptions: {hostfile: true, service: true, dns: true, kubexec: true}
+    mpiOptions: {hostfile: true, service: true, dns: true, kubexec: true, preflight: true}
     slots: 4                     # ranks per worker; default: the GPUs (or whole cores)
     shm: 8Gi                     # /dev/shm per worker; default: half the memory, else 1Gi
     time: 2h                     # the launcher's run-time limit (from its start)
@@ -31,7 +31,13 @@ the file)::
     tolerations: [{key: k8smpi.dev/real-node, operator: Exists, effect: NoSchedule}]
     launcher: {cpu: "1", memory: 1Gi, annotations: {}}
     waiterImage: localhost/k8smpi/waiter:0.1.0-bookworm
+    imagePullPolicy: IfNotPresent  # every container's (Always, IfNotPresent, Never)
     clusterDomain: cluster.local
+
+``mpiOptions.preflight`` (on by default): the waiter runs ``k8smpi-preflight`` in every worker
+once they are ready (``k8s-waitfor --preflight``), so a node without the GPUs a worker asked for,
+with a driver too old for the image's CUDA or an HCA port down fails the job in seconds, with
+the reason, before mpirun. Off (``--no-preflight``) for images without the k8smpi tools.
 """
 
 from __future__ import annotations
@@ -102,10 +108,12 @@ KEYS = (
     "tolerations",
     "launcher",
     "waiterImage",
+    "imagePullPolicy",
     "clusterDomain",
 )
 """The job spec file's keys (the command line sets the same inputs)."""
-MPI_OPTIONS = ("hostfile", "service", "dns", "kubexec")
+MPI_OPTIONS = ("hostfile", "service", "dns", "kubexec", "preflight")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 LAUNCHER_KEYS = ("cpu", "memory", "annotations")
 
 JSON = dict[str, Any]
@@ -146,6 +154,8 @@ class JobSpec:
     service: bool = True
     dns: bool = True
     kubexec: bool = True
+    #: The waiter runs k8smpi-preflight in every worker before the script starts.
+    preflight: bool = True
     #: Ranks per worker when fixed (``--slots``); else counted from :attr:`slots_resource`.
     slots: int | None = None
     slots_resource: str = "cpu"
@@ -160,6 +170,8 @@ class JobSpec:
     launcher_memory: str = DEFAULT_LAUNCHER_MEMORY
     launcher_annotations: tuple[tuple[str, str], ...] = ()
     waiter_image: str = shared.WAITER_IMAGE
+    #: Every container's imagePullPolicy; None: the cluster's default (IfNotPresent for a tag).
+    image_pull_policy: str | None = None
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
     @property
@@ -289,6 +301,7 @@ def build(
         service=options["service"],
         dns=options["dns"],
         kubexec=options["kubexec"],
+        preflight=options["preflight"],
         slots=slots,
         slots_resource=slots_resource,
         shm=_shm(inputs.get("shm"), memory),
@@ -302,6 +315,7 @@ def build(
         launcher_memory=launcher["memory"],
         launcher_annotations=launcher["annotations"],
         waiter_image=_image("waiterImage", inputs.get("waiterImage")) or shared.WAITER_IMAGE,
+        image_pull_policy=_pull_policy(inputs.get("imagePullPolicy")),
         cluster_domain=_cluster_domain(inputs.get("clusterDomain")),
     )
 
@@ -545,6 +559,12 @@ def _image(key: str, value: object, *, required: bool = False) -> str:
     if not isinstance(value, str) or not _IMAGE.match(value) or value.endswith((":", "/", "@")):
         raise SpecError(f"{key}: {value!r} is not an image reference")
     return value
+
+
+def _pull_policy(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return _choice("imagePullPolicy", value, PULL_POLICIES)
 
 
 def _option(key: str) -> str:

@@ -178,6 +178,64 @@ def test_waiter_failure_is_not_run_with_its_last_lines() -> None:
     assert state.more == "  POD        PHASE    WHY\n  j-cnode-2  Pending  Unschedulable: 0/4"
 
 
+def _waiter_failed(message: str) -> following.State:
+    launcher = pod(
+        "j-launcher-x",
+        "launcher",
+        init=[
+            {"name": "own-workers", "state": {"running": {}}},
+            {"name": "waiter", "state": {"terminated": {"exitCode": 7, "message": message}}},
+        ],
+        main={"waiting": {"reason": "PodInitializing"}},
+        phase="Failed",
+    )
+    return following.assess(owner(("Failed", "PodFailurePolicy", "x")), [launcher], workers=2)
+
+
+def test_preflight_failure_is_one_line_then_its_table() -> None:
+    """k8s-waitfor --preflight's output: the first fatal finding is the verdict."""
+    message = (
+        "k8s-waitfor: 2/2 pods Ready and resolvable, exec probe passed after 0.3s\n"
+        "k8s-waitfor: preflight: 2 fatal finding(s)\n"
+        "pod         gpu   cuda\n"
+        "j-cnode-0   FAIL  absent\n"
+        "j-cnode-1   FAIL  absent\n"
+        "k8s-waitfor: FATAL j-cnode-0: gpu: found 0 GPUs, expected 1 (nvidia.com/gpu limit)\n"
+        "k8s-waitfor: FATAL j-cnode-1: gpu: found 0 GPUs, expected 1 (nvidia.com/gpu limit)\n"
+    )
+    state = _waiter_failed(message)
+    assert (state.phase, state.code) == (FAILED, exitcodes.NOT_RUN)
+    assert state.detail == (
+        "the waiter exited 7 before the script ran: preflight: j-cnode-0: gpu: found 0 GPUs, "
+        "expected 1 (nvidia.com/gpu limit) (and 1 more)"
+    )
+    assert state.more.splitlines() == [
+        "pod         gpu   cuda",
+        "j-cnode-0   FAIL  absent",
+        "j-cnode-1   FAIL  absent",
+        "k8s-waitfor: FATAL j-cnode-1: gpu: found 0 GPUs, expected 1 (nvidia.com/gpu limit)",
+    ]
+
+
+def test_preflight_missing_from_the_image_says_how_to_go_without() -> None:
+    state = _waiter_failed(
+        "k8s-waitfor: preflight: 1 fatal finding(s)\n"
+        "k8s-waitfor: FATAL j-cnode-0: preflight: `k8smpi-preflight` not found in the pod "
+        "(exit 127), expected the k8smpi tools in the image\n"
+    )
+    assert state.detail.endswith(
+        "; for an image without the k8smpi tools, submit with --no-preflight"
+    )
+
+
+def test_script_ended_and_workers_released_is_not_placing() -> None:
+    """After the script, the sidecar deletes the workers before the Job is Complete."""
+    ended = pod("j-launcher-x", "launcher", main={"terminated": {"exitCode": 0}})
+    state = following.assess(owner(), [ended], workers=2)
+    assert state.phase == RUNNING
+    assert state.detail == "the batch script exited 0 in j-launcher-x; the job is ending"
+
+
 def test_time_limit() -> None:
     launcher = pod(
         "j-launcher-x",

@@ -36,6 +36,7 @@ CASES: dict[str, list[str]] = {
         "--no-hostfile",
         "--no-service",
         "--no-kubexec",
+        "--no-preflight",
         "--user",
         "image",
         "--time",
@@ -106,6 +107,7 @@ def test_seed_shape_computes_what_users_kept_in_sync() -> None:
         "--statefulset=allreduce-cnode",
         "--timeout=10m",
         "--exec-probe",
+        "--preflight",
         "--resolve-self",
         "--resource=nvidia.com/gpu",
         "--format=hydra",
@@ -115,9 +117,85 @@ def test_seed_shape_computes_what_users_kept_in_sync() -> None:
     ]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["I_MPI_HYDRA_HOST_FILE"] == "/opt/mpi/etc/hostfile.hydra"
+    assert env["I_MPI_PERHOST"] == "4"  # Intel MPI ignores the host file's counts
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert (env["K8SMPI_NODES"], env["K8SMPI_SLOTS_PER_NODE"], env["K8SMPI_NP"]) == ("3", "4", "12")
     assert "OMPI_MCA_plm_rsh_agent" not in env
+
+
+def test_kubexec_takes_only_the_jobs_pods() -> None:
+    """KUBEXEC_SELECTOR = the pods' own job label, in both shapes; not there without kubexec."""
+    for shape in spec.SHAPES:
+        docs = objects(["--shape", shape])
+        owner = docs[-1]
+        if owner["kind"] == "JobSet":
+            template = owner["spec"]["replicatedJobs"][1]["template"]["spec"]["template"]
+        else:
+            template = owner["spec"]["template"]
+        env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+        assert template["metadata"]["labels"]["k8smpi.dev/job"] == "allreduce"
+        assert env["KUBEXEC_SELECTOR"] == "k8smpi.dev/job=allreduce"
+    (job,) = by_kind(objects(["--no-kubexec"]), "Job")
+    env_names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "KUBEXEC_SELECTOR" not in env_names
+
+
+def _waiter(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (job,) = by_kind(docs, "Job")
+    inits: list[dict[str, Any]] = job["spec"]["template"]["spec"]["initContainers"]
+    (waiter,) = [c for c in inits if c["name"] == "waiter"]
+    return waiter
+
+
+def _exec_rule(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (role,) = by_kind(docs, "Role")
+    return [r for r in role["rules"] if r["resources"] == ["pods/exec"]]
+
+
+def test_preflight_in_the_waiter_and_its_off_switch(tmp_path: Path) -> None:
+    """On by default (k8s-waitfor --preflight); off with --no-preflight or the spec key. The
+    waiter's pods/exec rule stays while either the preflight or kubexec needs it."""
+    assert "--preflight" in _waiter(objects([]))["command"]
+    off = objects(["--no-preflight"])
+    assert "--preflight" not in _waiter(off)["command"]
+    assert "--exec-probe" in _waiter(off)["command"]
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(
+        JOB_FILE.read_text().replace("script: batch.sh", f"script: {JOB_FILE.parent}/batch.sh")
+        + "mpiOptions: {preflight: false}\n"
+    )
+    parsed = cli.build_parser().parse_args(["render", "-f", str(spec_file)])
+    assert "--preflight" not in _waiter(render.manifests(cli.job_spec(parsed)))["command"]
+    # Without kubexec the preflight still execs into the workers: the rule stays.
+    no_kubexec = objects(["--no-kubexec"])
+    assert "--preflight" in _waiter(no_kubexec)["command"]
+    assert [r["resourceNames"] for r in _exec_rule(no_kubexec)] == [
+        [f"allreduce-cnode-{i}" for i in range(4)]
+    ]
+    assert _exec_rule(objects(["--no-kubexec", "--no-preflight"])) == []
+
+
+def test_image_pull_policy_on_every_container() -> None:
+    for shape in spec.SHAPES:
+        docs = objects(["--shape", shape, "--image-pull-policy", "Never"])
+        containers = [
+            c
+            for d in docs
+            for t in _templates(d)
+            for c in t["spec"].get("initContainers", []) + t["spec"]["containers"]
+        ]
+        assert len(containers) == (3 if shape == "jobset" else 4)
+        assert {c["imagePullPolicy"] for c in containers} == {"Never"}
+    default = [c for d in objects([]) for t in _templates(d) for c in t["spec"]["containers"]]
+    assert all("imagePullPolicy" not in c for c in default)
+
+
+def _templates(d: dict[str, Any]) -> list[dict[str, Any]]:
+    if d["kind"] in ("StatefulSet", "Job"):
+        return [d["spec"]["template"]]
+    if d["kind"] == "JobSet":
+        return [rj["template"]["spec"]["template"] for rj in d["spec"]["replicatedJobs"]]
+    return []
 
 
 def test_failure_policy_and_ownership() -> None:

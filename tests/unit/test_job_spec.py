@@ -92,6 +92,10 @@ BAD_OPTIONS: list[tuple[list[str], str]] = [
     (["--launcher-memory", "0"], "launcher.memory: 0 must be more than 0"),
     (["--launcher-annotation", "bad key=x"], "is not an annotation name"),
     (["--waiter-image", "a b"], "waiterImage: 'a b' is not an image reference"),
+    (
+        ["--image-pull-policy", "never"],
+        "imagePullPolicy: 'never' is not one of Always, IfNotPresent, Never",
+    ),
     (["--cluster-domain", "Cluster_Local"], "clusterDomain: 'Cluster_Local' is not a DNS domain"),
     (["--mpi", "mpich", "--no-service"], "--no-service: MPICH (Hydra) proxies dial back"),
     (["--mpi", "intel", "--no-dns"], "--no-dns: Intel MPI (Hydra) proxies dial back"),
