@@ -35,6 +35,7 @@ QUEUED = "Queued"
 PLACING = "Placing"
 STARTING = "Starting"
 RUNNING = "Running"
+ENDING = "Ending"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 
@@ -202,6 +203,24 @@ def _outcome(  # noqa: PLR0911 - one return per way a job ends, in the order the
     )
 
 
+def _ending(launcher: JSON | None, main: JSON) -> str | None:
+    """What ended in the launcher pod (the script, the waiter before it, or the pod: its
+    deadline), if anything."""
+    name = pod_name(launcher) if launcher else "-"
+    done = _terminated(main)
+    if done:
+        return f"the batch script exited {done.get('exitCode')} in {name}"
+    for cname, status in _statuses(launcher or {}, "initContainerStatuses").items():
+        done = _terminated(status)
+        if done and done.get("exitCode") not in (0, None) and cname != "own-workers":
+            return f"the {cname} exited {done.get('exitCode')} in {name}"
+    status = (launcher or {}).get("status") or {}
+    if status.get("phase") in ("Failed", "Succeeded"):
+        reason = f" ({status['reason']})" if status.get("reason") else ""
+        return f"{name} {str(status['phase']).lower()}{reason}"
+    return None
+
+
 def assess(  # noqa: PLR0911 - one return per stage of a job's life, in order
     owner: JSON | None,
     pods: list[JSON],
@@ -240,12 +259,17 @@ def assess(  # noqa: PLR0911 - one return per stage of a job's life, in order
             **base,
         )
     main = _statuses(launcher or {}, "containerStatuses").get("launcher") or {}
-    ended = _terminated(main)
-    if ended:
-        # The sidecar releases the workers as soon as the script ends, before the Job says it
-        # is over: workers gone now are not a placement problem.
-        detail = f"the batch script exited {ended.get('exitCode')} in {name}; the job is ending"
-        return State(RUNNING, detail, launcher_pod=name, output_ready=True, **base)
+    ending = _ending(launcher, main)
+    if ending is not None:
+        # The sidecar releases the workers as soon as the script (or the waiter) ends, before
+        # the Job says it is over: workers gone now are not a placement problem.
+        return State(
+            ENDING,
+            ending,
+            launcher_pod=name,
+            output_ready=_terminated(main) is not None,
+            **base,
+        )
     rows = [
         Row(pod_name(p), readiness.phase(p), readiness.why_not_ready(p))
         for p in (*worker_pods, *([launcher] if launcher else []))

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from k8smpi_runtime.job import exitcodes, following, shared
-from k8smpi_runtime.job.following import FAILED, PLACING, QUEUED, RUNNING, STARTING, SUCCEEDED
+from k8smpi_runtime.job.following import (
+    ENDING,
+    FAILED,
+    PLACING,
+    QUEUED,
+    RUNNING,
+    STARTING,
+    SUCCEEDED,
+)
 
 JSON = dict[str, Any]
 
@@ -228,12 +236,28 @@ def test_preflight_missing_from_the_image_says_how_to_go_without() -> None:
     )
 
 
-def test_script_ended_and_workers_released_is_not_placing() -> None:
-    """After the script, the sidecar deletes the workers before the Job is Complete."""
+def test_script_or_waiter_ended_and_workers_released_is_not_placing() -> None:
+    """After the script (or a failed waiter), the sidecar deletes the workers before the Job
+    says it is over."""
     ended = pod("j-launcher-x", "launcher", main={"terminated": {"exitCode": 0}})
     state = following.assess(owner(), [ended], workers=2)
-    assert state.phase == RUNNING
-    assert state.detail == "the batch script exited 0 in j-launcher-x; the job is ending"
+    assert (state.phase, state.detail) == (ENDING, "the batch script exited 0 in j-launcher-x")
+    assert state.output_ready and not state.over
+    waiter_failed = pod(
+        "j-launcher-x",
+        "launcher",
+        init=[
+            {"name": "own-workers", "state": {"running": {}}},
+            {"name": "waiter", "state": {"terminated": {"exitCode": 7}}},
+        ],
+        main={"waiting": {"reason": "PodInitializing"}},
+    )
+    state = following.assess(owner(), [waiter_failed], workers=2)
+    assert (state.phase, state.detail) == (ENDING, "the waiter exited 7 in j-launcher-x")
+    assert not state.output_ready
+    past_deadline = pod("j-launcher-x", "launcher", phase="Failed", reason="DeadlineExceeded")
+    state = following.assess(owner(), [past_deadline], workers=2)
+    assert (state.phase, state.detail) == (ENDING, "j-launcher-x failed (DeadlineExceeded)")
 
 
 def test_time_limit() -> None:
