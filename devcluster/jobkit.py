@@ -3,9 +3,9 @@
 Where the jobs run is a :class:`Nodes` value: :data:`KWOK` -- the devcluster's simulated nodes,
 where nothing runs in a container, so a job's launcher ends when the kwok stage
 ``pod-complete-on-request`` ends it (devcluster/kwokstages.py: an annotation gives the delay
-and the exit status) -- or, once the real node is in the devcluster, one whose batch script
-really runs in the images from images/ (a ``Nodes`` with ``real=True``: the script itself
-exits with the status; no annotation).
+and the exit status) -- or :func:`real_nodes`: the devcluster's real node, where the batch
+script runs in ``make images``' example image and calls mpirun on the MPI test program; the
+exit status is mpirun's.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from devcluster.client import JSON, Cluster, wait_for
+from devcluster.workloads import real_node_image
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,6 +35,8 @@ EXIT_CODE = "kwok.k8smpi.dev/exit-code"
 DELAY = "kwok.k8smpi.dev/delay"
 CONTAINER = "kwok.k8smpi.dev/container"
 MESSAGE = "kwok.k8smpi.dev/message"
+PROGRAM = "app"
+"""The example image's MPI test program (devcluster/mpi/allreduce.c, on its PATH)."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,29 @@ class Nodes:
 
     name: str
     image: str
-    #: Placement: the devcluster's own nodes (other tests add and remove extra ones).
-    placement: tuple[str, ...]
+    #: Placement and what else these nodes need (the devcluster's own nodes; other tests add
+    #: and remove extra ones).
+    options: tuple[str, ...]
+    #: Each worker's size (with the launcher's, it must fit the nodes).
+    sizes: tuple[str, ...] = ("--cpu", "1")
     real: bool = False
 
-    def script(self, tmp: Path, exit_code: int) -> Path:
+    def script(self, tmp: Path, exit_code: int, *, ends: bool = True) -> Path:
+        """The batch script. On real nodes it runs mpirun: the MPI test program (exit 0), a
+        program that exits ``exit_code``, or one that sleeps until the job is deleted."""
         path = tmp / "batch.sh"
-        path.write_text(f"#!/bin/sh\necho 'hello from the batch script'\nexit {exit_code}\n")
+        lines = ["#!/bin/sh", "echo 'hello from the batch script'"]
+        if self.real:
+            lines.append('echo "kubexec scope: $KUBEXEC_SELECTOR"')
+            if not ends:
+                lines.append("exec mpirun sleep 3600")
+            elif exit_code == 0:
+                lines.append(f"exec mpirun {PROGRAM}")
+            else:
+                lines.append(f"exec mpirun sh -c 'exit {exit_code}'")
+        else:
+            lines.append(f"exit {exit_code}")
+        path.write_text("\n".join(lines) + "\n")
         return path
 
     def ending(self, exit_code: int, delay: str = "3s") -> list[str]:
@@ -66,8 +85,41 @@ class Nodes:
 KWOK = Nodes(
     name="kwok",
     image="k8smpi/cpu:dev",
-    placement=("--node-selector", "k8smpi.dev/devcluster=true"),
+    # kwok's GPUs are numbers on a node object: a preflight in the pods would find none (the
+    # preflight in a job is tested on the real node).
+    options=("--node-selector", "k8smpi.dev/devcluster=true", "--no-preflight"),
 )
+
+
+def real_nodes(cluster: Cluster) -> Nodes:
+    """The devcluster's real node(s): ``make images``' example image (never pulled), the real
+    node's label and taint, workers small enough that a job fits this machine's cores."""
+    info = cluster.state["real_nodes"]
+    ((label, value),) = info["label"].items()
+    taint = info["taint"]
+    return Nodes(
+        name="real",
+        image=real_node_image(cluster, "example"),
+        options=(
+            "--node-selector",
+            f"{label}={value}",
+            "--toleration",
+            f"{taint['key']}={taint['value']}:{taint['effect']}",
+            "--image-pull-policy",
+            "Never",
+        ),
+        sizes=(
+            "--cpu",
+            "250m",
+            "--slots",
+            "1",
+            "--launcher-cpu",
+            "100m",
+            "--launcher-memory",
+            "256Mi",
+        ),
+        real=True,
+    )
 
 
 def job_args(
@@ -84,20 +136,19 @@ def job_args(
     """Inputs of a small CPU job (uid 4242, as every e2e tool runs) ending with ``exit_code``
     (``ends=False``: a launcher that runs until the job is deleted)."""
     return [
-        str(nodes.script(tmp, exit_code)),
+        str(nodes.script(tmp, exit_code, ends=ends)),
         "--name",
         name,
         "--image",
         nodes.image,
         "-N",
         str(workers),
-        "--cpu",
-        "1",
+        *nodes.sizes,
         "--user",
         "4242",
         "-n",
         namespace,
-        *nodes.placement,
+        *nodes.options,
         *(nodes.ending(exit_code, delay) if ends else []),
     ]
 

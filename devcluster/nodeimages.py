@@ -183,6 +183,31 @@ def import_image(podman: Podman, ctr: list[str], tag: str, image_id: str) -> Non
         raise DevclusterError(f"ctr images import {tag} failed: {load_err.strip()[-400:]}")
 
 
+def variant_tag(variant: str) -> str:
+    """The tag ``python -m images.build VARIANT`` gives with its default ARGs (e.g.
+    ``base-pypi``, built by ``make images-cuda``)."""
+    plan = build.plan([variant], {}, version=build.project_version(), vcs_ref="", devel=False)
+    (built,) = [b for b in plan if b.variant == variant]
+    return built.tag
+
+
+def import_variant(ctrs: list[list[str]], variant: str) -> str:
+    """One more image of podman's store into every containerd of ``ctrs`` (when it is not
+    there in its current build); its tag. For images ``up`` leaves out (the GPU base: a few
+    GB, wanted by one test). DevclusterError when podman does not have it."""
+    podman = Podman()
+    tag = variant_tag(variant)
+    image_id = podman.image_ids().get(tag)
+    if image_id is None:
+        target = "make images-cuda" if variant.startswith("base") else "make images"
+        raise DevclusterError(f"{tag} is not built: run `{target}`")
+    for ctr in ctrs:
+        if containerd_images(ctr).get(tag, {}).get(SOURCE_LABEL) != image_id:
+            log(f"real node: importing {tag} into containerd")
+            import_image(podman, ctr, tag, image_id)
+    return tag
+
+
 def ensure_images(ctrs: list[list[str]]) -> dict[str, str]:
     """The pause image and the workload images in every containerd of ``ctrs``.
 

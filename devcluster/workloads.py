@@ -108,6 +108,21 @@ def real_node_image(cluster: Cluster, variant: str) -> str:
     return images[variant]
 
 
+def real_node_extra_image(cluster: Cluster, variant: str) -> str:
+    """The tag of an image ``up`` does not import (``base-pypi``: ``make images-cuda``), put
+    into every real node's containerd now from podman's store (again only after a rebuild)."""
+    from devcluster import nodeimages  # noqa: PLC0415 - podman's side, only for this
+    from devcluster.layout import DevclusterError  # noqa: PLC0415
+
+    info = cluster.state.get("real_nodes") or {}
+    if not info.get("nodes"):
+        raise AssertionError("the devcluster runs no real node (DEVCLUSTER_REAL_NODES=0?)")
+    try:
+        return nodeimages.import_variant([n["ctr"] for n in info["nodes"]], variant)
+    except DevclusterError as e:
+        raise AssertionError(str(e)) from None
+
+
 def real_node_pod(
     cluster: Cluster,
     name: str,

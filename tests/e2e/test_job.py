@@ -1,9 +1,16 @@
 """k8smpi-job on the cluster: submit's exit status, Ctrl-C, cleanup, status/logs/delete, the
-kubectl-apply path with its sidecar, and the JobSet shape.
+kubectl-apply path with its sidecar, the JobSet shape, and the preflight before mpirun.
 
-On kwok nodes no container runs: the kwok stage ``pod-complete-on-request`` ends a launcher
-pod with the exit status its annotation gives (``devcluster.jobkit.Nodes``); the workers stay
-Running until the job is deleted, as real ones do until mpirun is done with them.
+Where a job's pods run (``devcluster.jobkit.Nodes``), the tests that follow a job to its end
+run twice:
+
+- on kwok nodes no container runs: the kwok stage ``pod-complete-on-request`` ends a launcher
+  pod with the exit status its annotation gives; the workers stay Running until the job is
+  deleted, as real ones do until mpirun is done with them;
+- on the real node (kubelet, containerd, runc) the batch script runs in ``make images``'
+  example image and calls mpirun, which starts its daemons in the workers through kubexec; the
+  exit status is mpirun's, the output is the launcher's log, the sidecar that owns and releases
+  the workers runs in the launcher pod, the waiter's preflight runs in the workers.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import pytest
 from devcluster.client import Cluster, wait_for
 from devcluster.jobkit import (
     KWOK,
+    Nodes,
     assert_nothing_left,
     job_args,
     job_pods,
@@ -28,6 +36,7 @@ from devcluster.jobkit import (
     launcher_pod,
     leftovers,
     placed,
+    real_nodes,
     rendered,
     run,
     to_json,
@@ -36,14 +45,20 @@ from devcluster.jobkit import (
 pytestmark = pytest.mark.timeout(600)
 
 NODES = KWOK
+"""Where the tests that are about rendering and the API server (not about a run) place pods."""
+
+
+@pytest.fixture(params=["kwok", "real"])
+def nodes(request: pytest.FixtureRequest, cluster: Cluster) -> Nodes:
+    return KWOK if request.param == "kwok" else real_nodes(cluster)
 
 
 @pytest.mark.parametrize("exit_code", [0, 3])
 def test_submit_exits_with_the_scripts_status(
-    cluster: Cluster, namespace: str, tmp_path: Path, exit_code: int
+    cluster: Cluster, namespace: str, tmp_path: Path, nodes: Nodes, exit_code: int
 ) -> None:
-    code, _out, err = run(
-        cluster, "submit", *job_args(NODES, tmp_path, namespace, "exits", exit_code=exit_code)
+    code, out, err = run(
+        cluster, "submit", *job_args(nodes, tmp_path, namespace, "exits", exit_code=exit_code)
     )
     assert code == exit_code, err
     assert "k8smpi-job: submitted job exits to namespace" in err
@@ -52,23 +67,39 @@ def test_submit_exits_with_the_scripts_status(
     assert f"job exits {verdict}: the batch script exited {exit_code}" in err
     assert "k8smpi-job: deleted job exits" in err
     assert leftovers(cluster, namespace) == []
+    if nodes.real:
+        # The launcher's output, streamed: mpirun ran the program in both workers (kubexec,
+        # limited to this job's pods by the launcher pod's own label).
+        assert "hello from the batch script" in out
+        assert "kubexec scope: k8smpi.dev/job=exits" in out
+        if exit_code == 0:
+            ranks = sorted(ln for ln in out.splitlines() if ln.startswith("rank="))
+            assert [r.split(" host=")[0] for r in ranks] == [
+                "rank=0 size=2 sum=3",
+                "rank=1 size=2 sum=3",
+            ], out
+            assert {r.split(" host=")[1] for r in ranks} == {"exits-cnode-0", "exits-cnode-1"}
+        # Once a job's pods were placed, none said "placing" again (the released workers).
+        assert "placing:" not in err.split("running: ")[-1], err
 
 
 def test_ctrl_c_cancels_and_leaves_nothing(
-    cluster: Cluster, namespace: str, tmp_path: Path
+    cluster: Cluster, namespace: str, tmp_path: Path, nodes: Nodes
 ) -> None:
-    r = k8smpi_job(cluster, "submit", *job_args(NODES, tmp_path, namespace, "forever", ends=False))
+    r = k8smpi_job(cluster, "submit", *job_args(nodes, tmp_path, namespace, "forever", ends=False))
     r.wait_for(r"running: the batch script runs")
     assert len(placed(job_pods(cluster, namespace, "forever"), "worker")) == 2
+    if nodes.real:  # mpirun's ranks run in the workers when Ctrl-C comes
+        wait_for(lambda: "hello from the batch script" in r.out, timeout=60, what="output")
     r.interrupt()
     assert r.wait(120) == 130, r.err
     assert "cancelled; nothing of job forever is left" in r.err
     assert leftovers(cluster, namespace) == []
 
 
-def test_status_logs_delete(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+def test_status_logs_delete(cluster: Cluster, namespace: str, tmp_path: Path, nodes: Nodes) -> None:
     code, _, err = run(
-        cluster, "submit", "--keep", *job_args(NODES, tmp_path, namespace, "kept", exit_code=0)
+        cluster, "submit", "--keep", *job_args(nodes, tmp_path, namespace, "kept", exit_code=0)
     )
     assert code == 0, err
     assert "kept for 1h: k8smpi-job logs kept" in err
@@ -87,8 +118,18 @@ def test_status_logs_delete(cluster: Cluster, namespace: str, tmp_path: Path) ->
     assert code == 0
     assert out.splitlines()[1].split()[:3] == ["kept", "statefulset", "Succeeded"]
     code, out, err = run(cluster, "logs", "kept", "-n", namespace)
-    if NODES.real:
+    if nodes.real:
         assert code == 0 and "hello from the batch script" in out
+        assert "rank=1 size=2 sum=3" in out, out
+        code, out, err = run(cluster, "logs", "kept", "-n", namespace, "--waiter")
+        assert code == 0, err
+        assert "exec probe passed" in out and "preflight passed in 2 pods" in out, out
+        # The sidecar, in the real pod: the workers were the Job's, released at the end.
+        pod = launcher_pod(cluster, namespace, "kept")["metadata"]["name"]
+        sidecar = cluster.kubectl("logs", "-n", namespace, pod, "-c", "own-workers")
+        assert sidecar.stdout.decode().splitlines()[-1] == (
+            "k8smpi-job own-workers: deleted StatefulSet kept-cnode: the workers are released"
+        )
     else:
         # kwok nodes keep no container logs: one line saying so, the documented status.
         assert code == 8, err
@@ -237,11 +278,90 @@ def test_server_accepts_every_shape(gang: Cluster, queued_namespace: str, tmp_pa
 
 
 @pytest.mark.parametrize("exit_code", [0, 4])
-def test_jobset_shape(gang: Cluster, namespace: str, tmp_path: Path, exit_code: int) -> None:
-    args = job_args(NODES, tmp_path, namespace, "js", exit_code=exit_code)
-    code, _, err = run(gang, "submit", "--shape", "jobset", *args)
+def test_jobset_shape(
+    gang: Cluster, namespace: str, tmp_path: Path, nodes: Nodes, exit_code: int
+) -> None:
+    args = job_args(nodes, tmp_path, namespace, "js", exit_code=exit_code)
+    code, out, err = run(gang, "submit", "--shape", "jobset", *args)
     assert code == exit_code, err
-    assert "(jobset: 2 workers x 1 cpu" in err
+    assert "(jobset: 2 workers x " in err
     verdict = "succeeded" if exit_code == 0 else "failed"
     assert f"job js {verdict}: the batch script exited {exit_code}" in err
     assert_nothing_left(gang, namespace)
+    if nodes.real and exit_code == 0:
+        hosts = {ln.split(" host=")[1] for ln in out.splitlines() if ln.startswith("rank=")}
+        assert hosts == {"js-cnode-0-0", "js-cnode-0-1"}, out  # JobSet's worker host names
+
+
+# -- the real node: the sidecar on its own, the preflight before mpirun -----------------------
+
+
+def test_real_node_render_applies_and_the_sidecar_owns_then_releases(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """kubectl apply of render's output, no submit: the launcher pod's own sidecar gives the
+    workers to the Job, the script runs, the kubelet stops the sidecar, which deletes them."""
+    nodes = real_nodes(cluster)
+    objects = rendered(cluster, *job_args(nodes, tmp_path, namespace, "applied"))
+    cluster.kubectl("apply", "-f", "-", input=to_json(objects))
+    done = ("--for=condition=Complete", "job/applied-launcher", "--timeout=120s")
+    cluster.kubectl("wait", *done, "-n", namespace, timeout=180)
+    wait_for(
+        lambda: (
+            not [
+                p
+                for p in job_pods(cluster, namespace, "applied")
+                if p["metadata"]["labels"]["k8smpi.dev/role"] == "worker"
+            ]
+        ),
+        timeout=60,
+        what="the workers gone",
+    )
+    pod = launcher_pod(cluster, namespace, "applied")["metadata"]["name"]
+    sidecar = cluster.kubectl("logs", "-n", namespace, pod, "-c", "own-workers")
+    assert sidecar.stdout.decode().splitlines() == [
+        "k8smpi-job own-workers: StatefulSet applied-cnode now belongs to Job applied-launcher",
+        "k8smpi-job own-workers: deleted StatefulSet applied-cnode: the workers are released",
+    ]
+    log = cluster.kubectl("logs", "-n", namespace, pod, "-c", "launcher").stdout.decode()
+    assert "rank=1 size=2 sum=3" in log, log
+
+
+def test_real_node_time_limit_stops_mpirun(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """--time: the kubelet stops the launcher pod at its deadline (mpirun and its ranks with
+    it), the sidecar releases the workers; 124 and nothing left."""
+    args = job_args(real_nodes(cluster), tmp_path, namespace, "late", ends=False)
+    code, _, err = run(cluster, "submit", *args, "--time", "20s")
+    assert code == 124, err
+    assert "job late failed: the job ran past its time limit (20s) and was stopped" in err
+    assert leftovers(cluster, namespace) == []
+
+
+def test_real_node_gpu_the_worker_cannot_see_fails_before_mpirun(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The real node advertises nvidia.com/gpu but has no GPU: the waiter's preflight fails
+    the job, with the reason, before the script runs; submit says so in one line."""
+    nodes = real_nodes(cluster)
+    args = [*job_args(nodes, tmp_path, namespace, "nogpu", exit_code=0), "--gpus", "1"]
+    started = time.monotonic()
+    code, out, err = run(cluster, "submit", *args)
+    took = time.monotonic() - started
+    assert code == 125, err
+    assert out == ""  # the script never ran
+    (line,) = [ln for ln in err.splitlines() if "job nogpu failed" in ln]
+    assert line.startswith(
+        "k8smpi-job: job nogpu failed: the waiter exited 7 before the script ran: preflight: "
+        "nogpu-cnode-0: gpu: found 0 GPUs, expected 1 (nvidia.com/gpu limit) -- "
+    ), err
+    assert line.endswith("(and 1 more)"), err
+    # The preflight's table follows the line, then the other worker's finding.
+    assert "k8s-waitfor: FATAL nogpu-cnode-1: gpu: found 0 GPUs, expected 1" in err
+    assert leftovers(cluster, namespace) == []
+    sys.stderr.write(f"\nsubmit of a job whose workers lack their GPU: {took:.1f} s\n{err}")
+    # Without the preflight the same job gets as far as the script (mpirun, no GPU needed).
+    code, out, err = run(cluster, "submit", *args, "--name", "nocheck", "--no-preflight")
+    assert code == 0, err
+    assert "rank=1 size=2 sum=3" in out

@@ -60,6 +60,12 @@ def gpu_job(tmp: Path, namespace: str, name: str, *extra: str, ends: bool) -> li
     return [*args, "--gpus", str(GPUS), *extra]
 
 
+def _scheduled(pod: JSON) -> JSON | None:
+    """The pod's PodScheduled condition, once the scheduler has set it."""
+    conds = pod["status"].get("conditions") or []
+    return next((c for c in conds if c["type"] == "PodScheduled"), None)
+
+
 def waiter_in_launcher(
     cluster: Cluster, namespace: str, job: str, pod: str, hostfile: Path
 ) -> subprocess.Popen[str]:
@@ -114,6 +120,10 @@ def test_without_gang_admission_a_job_is_stuck_half_placed(
         ]
         if len(workers) < 2 * WORKERS or len(placed(workers)) < 4:
             return None
+        # The scheduler has tried (and said why not) for every worker it did not place.
+        unplaced = [p for p in workers if not p["spec"].get("nodeName")]
+        if not all(_scheduled(p) for p in unplaced):
+            return None
         if any(len(placed(pods[n], "launcher")) != 1 for n in names):
             return None
         return pods
@@ -127,7 +137,8 @@ def test_without_gang_admission_a_job_is_stuck_half_placed(
     for n in stuck:
         pending = [p for p in pods[n] if not p["spec"].get("nodeName")]
         for p in pending:
-            (cond,) = [c for c in p["status"]["conditions"] if c["type"] == "PodScheduled"]
+            cond = _scheduled(p)
+            assert cond is not None
             assert cond["reason"] == "Unschedulable"
             assert "Insufficient nvidia.com/gpu" in cond["message"]
         subs[n].wait_for(r"placing: \d/3 workers placed; pending: .*Insufficient nvidia.com/gpu")
