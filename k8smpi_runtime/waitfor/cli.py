@@ -177,10 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wait.add_argument(
         "--preflight",
-        action="store_true",
+        # --no-preflight too: manifests that pass --$(VAR) can switch it off (deploy/).
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="once ready, run k8smpi-preflight in each pod through pods/exec (GPUs against the "
         "pod's request, driver against the image's CUDA, InfiniBand, memlock, /dev/shm) and fail "
-        "with the reasons on a fatal finding",
+        "with the reasons on a fatal finding (default: off)",
     )
     wait.add_argument(
         "--preflight-command",

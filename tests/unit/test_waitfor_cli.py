@@ -45,6 +45,16 @@ def test_bad_durations(text: str) -> None:
         cli.parse_duration(text)
 
 
+@pytest.mark.parametrize(
+    ("words", "on"),
+    [([], False), (["--preflight"], True), (["--preflight", "--no-preflight"], False)],
+)
+def test_preflight_switch(words: list[str], on: bool) -> None:
+    """deploy/ passes --$(K8SMPI_PREFLIGHT): ``preflight`` or ``no-preflight``."""
+    args = cli.build_parser().parse_args(["--statefulset", "w", *words])
+    assert args.preflight is on
+
+
 def test_help_documents_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
