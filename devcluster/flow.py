@@ -86,11 +86,14 @@ def write_overlay(
     flavour: str = "openmpi4",
     launcher_env: Mapping[str, str | None] | None = None,
     patches: Iterable[JSON] = (),
+    preflight: bool = False,
 ) -> Path:
     """An overlay of ``deploy/<source>`` that places the job on the real node; its directory.
 
     ``launcher_env`` adds to the launcher container's environment (None removes a variable);
-    ``patches`` are more kustomize patches (``{"patch": ...}`` items).
+    ``patches`` are more kustomize patches (``{"patch": ...}`` items). The waiter's preflight
+    is off unless ``preflight``: the real node advertises ``nvidia.com/gpu`` but has no GPU, so
+    the preflight rightly fails every job of deploy/base there.
     """
     rendered = Job(render(source))
     placement = cluster.state["real_nodes"]["placement"]
@@ -105,7 +108,10 @@ def write_overlay(
             for c in spec.get(kind) or []:
                 name = c["image"].rsplit(":", 1)[0]
                 images[name] = waiter if name.endswith("/waiter") else app
-                patch.setdefault(kind, []).append({"name": c["name"], "imagePullPolicy": "Never"})
+                entry: JSON = {"name": c["name"], "imagePullPolicy": "Never"}
+                if c["name"] == "waiter" and not preflight:
+                    entry["env"] = [{"name": "K8SMPI_PREFLIGHT", "value": "no-preflight"}]
+                patch.setdefault(kind, []).append(entry)
         pod_patches.append(patch)
     env = {**LAUNCHER_ENV[flavour], **(launcher_env or {})}
     if env:

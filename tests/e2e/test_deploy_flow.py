@@ -32,6 +32,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -68,6 +69,7 @@ def run(
     env: dict[str, str | None] | None = None,
     workers: JSON | None = None,
     waiter_env: dict[str, str] | None = None,
+    preflight: bool = False,
 ) -> tuple[Job, flow.Outcome]:
     """deploy/base with ``flavour``'s image on the real node, run to its end."""
     patches = []
@@ -91,7 +93,13 @@ def run(
     labels = "pod-security.kubernetes.io/enforce=restricted"
     cluster.kubectl("label", "namespace", namespace, labels)
     overlay = flow.write_overlay(
-        tmp_path, cluster, namespace, flavour=flavour, launcher_env=env, patches=patches
+        tmp_path,
+        cluster,
+        namespace,
+        flavour=flavour,
+        launcher_env=env,
+        patches=patches,
+        preflight=preflight,
     )
     job = Job(render(str(overlay)))
     flow.launch(cluster, overlay, namespace)
@@ -253,3 +261,22 @@ def test_a_waiter_that_gives_up_fails_the_job_and_frees_the_workers(
     assert f"exit code {waiter['exitCode']}" in out.reason
     assert out.terminated("launcher") == {}  # the batch script never started
     assert_nothing_left(cluster, namespace)
+
+
+def test_the_preflight_fails_a_job_whose_gpus_are_not_there(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """deploy/ as shipped runs k8smpi-preflight in every worker before mpirun. The real node
+    advertises nvidia.com/gpu without having a GPU -- a broken node as a user meets one: the
+    Job fails once, in the waiter, with the finding; the script never starts; nothing is left."""
+    _, out = run(cluster, namespace, tmp_path, "openmpi4", preflight=True)
+    assert out.condition == "Failed", out.describe()
+    assert len(out.launcher_pods) == 1
+    waiter = out.terminated("waiter")
+    assert waiter["exitCode"] == 7, out.describe()  # k8s-waitfor: a fatal preflight finding
+    assert "k8s-waitfor: FATAL cnode-0: gpu: found 0 GPUs, expected 4" in waiter["message"]
+    assert f"exit code {waiter['exitCode']}" in out.reason
+    assert out.terminated("launcher") == {}  # the batch script never started
+    assert_nothing_left(cluster, namespace)
+    sys.stderr.write(f"\ndeploy/ job failed by its preflight in {out.seconds:.0f} s:\n")
+    sys.stderr.write(waiter["message"] + "\n")
