@@ -39,9 +39,11 @@ import pytest
 
 from devcluster import flow
 from devcluster.manifests import Job, render
-from devcluster.workloads import real_node_image
+from devcluster.workloads import real_node_image, real_node_pod, run_kubexec, running_pods
+from tests.e2e.podexec_idle import short_stream_idle_timeout
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from devcluster.client import JSON, Cluster
@@ -280,3 +282,74 @@ def test_the_preflight_fails_a_job_whose_gpus_are_not_there(
     assert_nothing_left(cluster, namespace)
     sys.stderr.write(f"\ndeploy/ job failed by its preflight in {out.seconds:.0f} s:\n")
     sys.stderr.write(waiter["message"] + "\n")
+
+
+# -- silent daemons against containerd's stream idle timeout (issue 10 item 5) -----------------
+
+IDLE_TIMEOUT_S = 3
+QUIET_S = 10 * IDLE_TIMEOUT_S
+SILENT = {
+    # Hydra's proxies stay connected through kubexec for the job's life.
+    "mpich": (
+        "mpich",
+        {"HYDRA_LAUNCHER_EXTRA_ARGS": "--no-forward-stdin -o ServerAliveInterval=1"},
+    ),
+    # Tree spawn: the daemons are not --daemonize'd, their agents stay connected.
+    "openmpi4-tree-spawn": (
+        "openmpi4",
+        {
+            **TREES["openmpi4-tree-spawn"][1],
+            "OMPI_MCA_plm_rsh_agent": "/opt/mpi/bin/kubexec -o ServerAliveInterval=1",
+        },
+    ),
+}
+
+
+@pytest.fixture
+def short_idle(cluster: Cluster) -> Iterator[None]:
+    """The real node's containerd with ``stream_idle_timeout`` at 3 s (default 4 h; hardened
+    sites set minutes)."""
+    (node,) = cluster.state["real_nodes"]["nodes"][:1]
+    with short_stream_idle_timeout(cluster, IDLE_TIMEOUT_S, f"containerd.{node['name']}"):
+        yield
+
+
+@pytest.mark.restarts_cluster
+def test_containerd_cuts_a_silent_stream_and_kubexec_says_so(
+    cluster: Cluster, namespace: str, short_idle: None
+) -> None:
+    """The timeout is real: a command silent for longer is cut after 3 s. kubectl exec then
+    exits 0 as if the command had succeeded; kubexec without keepalives in time exits 255 and
+    names the likely cause; with them the command runs to its end."""
+    cluster.apply([real_node_pod(cluster, "quiet", labels={"app": "quiet"})], namespace)
+    running_pods(cluster, namespace, "app=quiet", 1)
+    command = "sleep 12; echo done"
+    kubectl = cluster.kubectl(
+        "exec", "-n", namespace, "quiet", "--", "sh", "-c", command, check=False
+    )
+    assert kubectl.returncode == 0 and b"done" not in kubectl.stdout, kubectl
+    cut = run_kubexec(cluster, "--namespace", namespace, "quiet", command)
+    assert cut.returncode == 255 and cut.stdout == b"", cut
+    assert b"the wrapper's exit record never came" in cut.stderr, cut.stderr
+    assert b"stream idle timeout? see -o ServerAliveInterval" in cut.stderr, cut.stderr
+    kept = run_kubexec(
+        cluster, "-o", "ServerAliveInterval=1", "--namespace", namespace, "quiet", command
+    )
+    assert (kept.returncode, kept.stdout) == (0, b"done\n"), kept
+
+
+@pytest.mark.restarts_cluster
+@pytest.mark.parametrize("case", list(SILENT))
+def test_a_job_whose_daemons_are_silent_for_10x_the_idle_timeout_completes(
+    cluster: Cluster, namespace: str, case: str, short_idle: None, tmp_path: Path
+) -> None:
+    """Every rank sleeps 30 s without a word, under containerd's 3 s idle timeout: the daemons'
+    exec streams live on kubexec's keepalives, and the Job completes."""
+    flavour, env = SILENT[case]
+    program = {"MPI_TEST_PROGRAM": f"sleep {QUIET_S}"}
+    workers = TREE if "tree" in case else None
+    _, out = run(cluster, namespace, tmp_path, flavour, env={**env, **program}, workers=workers)
+    assert out.condition == "Complete", out.describe()
+    assert out.terminated("launcher").get("exitCode") == 0, out.describe()
+    assert out.seconds >= QUIET_S
+    assert_nothing_left(cluster, namespace)
