@@ -291,3 +291,44 @@ def test_a_broken_frame_is_a_transport_error_not_a_crash(monkeypatch: pytest.Mon
     server.sock.sendall(struct.pack("!BBQ", 0x82, 127, 2**63 - 1))
     with pytest.raises(TransportError, match="stream broken: a frame over"):
         list(stream.frames())
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_an_exec_whose_request_went_out_is_never_tried_again(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Issue 11 point 2 end to end on this side: the upgrade request reached the server, then
+    the connection was lost before an answer. The command may be running: the exec fails at
+    once, not retryable, and the retry policy that would retry a refused connection does not
+    open a second one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn.recv(65536))
+            if how == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def connect(endpoint: ws.Endpoint, **_kwargs: Any) -> ws.WebSocket:
+        sock = socket.create_connection(listener.getsockname())
+        return ws.upgrade(sock, endpoint)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "connect", connect)
+
+    def exec_once() -> kexec.ExecStream:
+        return kexec.ExecStream(CONFIG, kexec.ExecTarget("ns", "p"), ["true"], stdin=True)
+
+    with pytest.raises(TransportError, match="not retried: the command may have started") as e:
+        retrying.call(exec_once, retrying.Policy(attempts=5), what="exec")
+    listener.close()
+    assert e.value.retryable is False
+    assert not retrying.transient(e.value)
+    assert len(accepted) == 1 and accepted[0].startswith(b"GET /api/v1/namespaces/ns/pods/p/exec")
