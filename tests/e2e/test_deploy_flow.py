@@ -288,7 +288,7 @@ def test_the_preflight_fails_a_job_whose_gpus_are_not_there(
 
 IDLE_TIMEOUT_S = 3
 QUIET_S = 10 * IDLE_TIMEOUT_S
-SILENT = {
+SILENT: dict[str, tuple[str, dict[str, str | None]]] = {
     # Hydra's proxies stay connected through kubexec for the job's life.
     "mpich": (
         "mpich",
