@@ -518,6 +518,10 @@ def _boot_id() -> str:
         return "boot"
 
 
+RUNROOT_MAX = 50
+"""podman refuses a longer ``--runroot`` ("the specified runroot is longer than 50 characters")."""
+
+
 class PodmanService:
     """``podman system service`` on private overlay storage, for the tool and the e2e tests.
 
@@ -532,6 +536,13 @@ class PodmanService:
         boot = _boot_id()
         self.storage = self.root / "storage"
         self.runroot = self.root / f"run-{boot}"
+        self._short_runroots: Path | None = None
+        if len(str(self.runroot)) > RUNROOT_MAX:
+            # Under a home folder longer than /root the cache's path is too long for podman's
+            # runroot: a short folder of the temp dir, keyed by the cache and the boot.
+            digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:10]
+            self._short_runroots = Path(tempfile.gettempdir())
+            self.runroot = self._short_runroots / f"k8smpi-{digest}-{boot}"
         self.tmpdir = self.root / f"tmp-{boot}"
         self.conf = self.root / "containers.conf"
         self.log = self.root / "service.log"
@@ -604,7 +615,10 @@ class PodmanService:
         if shutil.which("podman") is None:
             raise ToolError("no engine: DOCKER_HOST unset, no /var/run/docker.sock, no podman")
         self.lock()
-        for stale in [*self.root.glob("run-*"), *self.root.glob("tmp-*")]:
+        stale_runroots = [*self.root.glob("run-*"), *self.root.glob("tmp-*")]
+        if self._short_runroots is not None:
+            stale_runroots += self._short_runroots.glob(self.runroot.name.rsplit("-", 1)[0] + "-*")
+        for stale in stale_runroots:
             if stale not in (self.runroot, self.tmpdir):
                 shutil.rmtree(stale, ignore_errors=True)
         for d in (self.storage, self.runroot, self.tmpdir):

@@ -280,7 +280,8 @@ def test_podman_service_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     argv = service.argv()
     assert argv[argv.index("--storage-driver") + 1] == "overlay"  # never vfs
     assert argv[argv.index("--root") + 1] == str(tmp_path / "storage")
-    assert service.runroot.name.startswith("run-")  # keyed by boot
+    assert service.runroot.name.endswith(build._boot_id())  # keyed by boot
+    assert len(str(service.runroot)) <= build.RUNROOT_MAX  # podman's limit
     tmp_path.mkdir(exist_ok=True)
     service.write_conf()
     conf = service.conf.read_text()
@@ -289,6 +290,12 @@ def test_podman_service_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert service.env()["CONTAINERS_CONF"] == str(service.conf)
     long_root = tmp_path / ("x" * 120)
     assert len(str(build.PodmanService(long_root).sock)) < 108
+    # A home folder longer than /root: the cache's own runroot would be too long for podman.
+    home = build.PodmanService(Path("/home/a-user/.cache/k8smpi/images/podman"))
+    assert len(str(home.runroot)) <= build.RUNROOT_MAX
+    assert home.runroot != build.PodmanService(long_root).runroot  # one per cache
+    short = build.PodmanService(Path("/root/.cache/k8smpi/images/podman"))
+    assert short.runroot.parent == short.root  # short enough: in the cache, as before
 
 
 def test_cache_dir_follows_k8smpi_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
