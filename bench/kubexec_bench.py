@@ -8,6 +8,8 @@ extra (matplotlib, psutil) and runs::
     .venv/bin/python bench/kubexec_bench.py --calls 50 --fanout 16,64 --fanout-runs 5
     .venv/bin/python bench/kubexec_bench.py --mpirun 16,64   # also mpirun daemon start
     .venv/bin/python bench/kubexec_bench.py --real-node --fanout 16   # the real node's pods
+    .venv/bin/python bench/kubexec_bench.py --calls 0 --fanout '' --mpirun 16,64  # mpirun only
+    .venv/bin/python bench/kubexec_bench.py --real-node --calls 0 --fanout '' --mpirun 4,16
 
 Every comparison runs its contestants interleaved in one run (so they share the machine's
 load, which is printed with each figure: this 2-core machine is shared), over the same pods:
@@ -34,11 +36,26 @@ load, which is printed with each figure: this 2-core machine is shared), over th
    ``bench/figures/kubexec.json`` (both committed; ``--out`` writes elsewhere).
 5. (``--mpirun``) **mpirun daemon start** (Open MPI 4.1 in a launcher pod, ``hostname`` on each
    pod) with kubexec as the agent against mpi-operator v1's kubectl agent script, from the
-   audit log: until the API server had answered every daemon's exec.
+   audit log: until the API server had answered every daemon's exec. Both agents run with
+   Open MPI's defaults (tree spawn on; below its radix of 64 every daemon is the launcher's
+   child). The runs alternate which agent goes first; the job wall is from mpirun's start in
+   the pod to the end of the call that ran it. Also from the audit log: until the first
+   daemon's exec (mpirun's own start and one agent's), and from the first to the last.
 
 ``--real-node`` puts the pods on the devcluster's real node (``make devcluster``): containers
 of the CPU image, exec'd through kubelet, containerd and runc; one call and the fan-out from
-this machine only (``bench/figures/kubexec-real-node.json``).
+this machine only (``bench/figures/kubexec-real-node.json``). With ``--mpirun`` the launcher
+pod b-0 runs the image's mpirun (Debian's Open MPI 4.1) with the image's
+``/opt/mpi/bin/kubexec`` or mpi-operator v1's script, both as v1 gives its launcher: the script
+from a ConfigMap at ``/etc/mpi/kubexec.sh`` (mode 0555) and ``kubectl`` at
+``/opt/kube/kubectl`` -- here the devcluster's own kubectl mounted read-only from this machine
+(hostPath; v1 copies it in with an init container) -- in every pod, with the pods'
+service-account token. The node has about 60 pod addresses and this machine's 2 cores: sizes
+4 and 16 there.
+
+``--calls 0`` skips the single calls, ``--fanout ''`` the fan-out; a run of only ``--mpirun``
+writes ``kubexec-mpirun.json`` (``kubexec-mpirun-real-node.json``) instead of overwriting the
+calls' and fan-out's figures.
 
 Targets (issue 13): cold wall <= 1.0x and peak RSS <= 0.5x kubectl's; warm wall <= 0.5x; the
 fan-out's wall and CPU <= 0.7x kubectl's at 64 and 256.
@@ -78,6 +95,9 @@ INSTALLED = REPO / "bench" / "results" / "venv-installed"
 SHIM = REPO / "bin" / "kubexec"
 JOB_LABEL = "k8smpi.dev/job"
 
+KUBECTL_AGENT_IN_POD = "/etc/mpi/kubexec.sh"
+"""Where mpi-operator v1 mounts its agent script (ConfigMap); ``/opt/kube``: its kubectl."""
+KUBE_DIR = "/opt/kube"
 KUBECTL_AGENT = """#!/bin/sh
 # mpi-operator v1's kubexec.sh; -n added: this launcher is not in the pods' namespace.
 POD_NAME=$1
@@ -114,6 +134,8 @@ class Run:
     rc: int
     started_s: float = 0.0
     """mpirun only: seconds until the API server had started every daemon's exec."""
+    first_s: float = 0.0
+    """mpirun only: seconds until it had started the first (mpirun's own start before it)."""
 
 
 def load() -> float:
@@ -177,6 +199,8 @@ def summary(runs: list[Run]) -> dict[str, float]:
     return {
         "n": len(runs),
         "started_median_s": statistics.median(r.started_s for r in runs),
+        "first_median_s": statistics.median(r.first_s for r in runs),
+        "spread_median_s": statistics.median(r.started_s - r.first_s for r in runs),
         "wall_median_s": statistics.median(walls),
         "wall_p95_s": pct(walls, 0.95),
         "maxrss_median_mib": statistics.median(r.maxrss_kib for r in runs) / 1024,
@@ -481,25 +505,34 @@ def draw(fanout: dict[str, Any], path: Path) -> None:
 # -- mpirun ---------------------------------------------------------------------------------------
 
 
-def launches(cluster: Cluster, ns: str, sizes: list[int], repeat: int) -> dict[str, Any]:
-    """mpirun in pod b-0 (the launcher pod: service-account token, pod DNS) on b-1..b-n."""
+def host_launcher() -> str:
+    """The Open MPI 4.1 mpirun that kwok pods run (podexec runs it on this machine)."""
     env_file = Path.home() / ".cache" / "k8smpi" / "mpi" / "env" / "openmpi4.env"
     if "K8SMPI_CACHE" in os.environ:
         env_file = Path(os.environ["K8SMPI_CACHE"]) / "mpi" / "env" / "openmpi4.env"
     sourced = subprocess.run(
         ["sh", "-c", '. "$0" && env -0', str(env_file)], capture_output=True, check=True
     ).stdout.decode()
-    launcher = dict(item.partition("=")[::2] for item in sourced.split("\0") if item)[
-        "MPI_LAUNCHER"
-    ]
+    return dict(item.partition("=")[::2] for item in sourced.split("\0") if item)["MPI_LAUNCHER"]
+
+
+def launches(
+    cluster: Cluster, ns: str, sizes: list[int], repeat: int, *, real_node: bool
+) -> dict[str, Any]:
+    """mpirun in pod b-0 (the launcher pod: service-account token, pod DNS) on b-1..b-n."""
     host_env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "kubectl-agent.sh"
-        script.write_text(KUBECTL_AGENT)
-        script.chmod(0o755)
-        Path(tmp).chmod(0o755)
-        agents = {"kubexec": "kubexec", "kubectl-script": str(script)}
+        if real_node:  # the image's mpirun, kubexec and (mounted) agent script
+            launcher = "mpirun"
+            agents = {"kubexec": "/opt/mpi/bin/kubexec", "kubectl-script": KUBECTL_AGENT_IN_POD}
+        else:  # podexec runs the pods' commands on this machine
+            launcher = host_launcher()
+            script = Path(tmp) / "kubectl-agent.sh"
+            script.write_text(KUBECTL_AGENT)
+            script.chmod(0o755)
+            Path(tmp).chmod(0o755)
+            agents = {"kubexec": "kubexec", "kubectl-script": str(script)}
         for n in sizes:
             hosts = ",".join(f"b-{i}:1" for i in range(1, n + 1))
 
@@ -511,14 +544,17 @@ def launches(cluster: Cluster, ns: str, sizes: list[int], repeat: int) -> dict[s
                     "BENCH_NAMESPACE": ns,
                 }
                 exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in settings.items())
+                # -u: the image's default hostfile (a mounted ConfigMap in deploy/) is absent.
                 command = (
-                    "echo BEGIN $(date +%s.%N) >&2; "
-                    f"exec env {exports} {launcher} -np {n} --host {hosts} hostname"
+                    "echo BEGIN $(date +%s.%N) >&2; exec env -u OMPI_MCA_orte_default_hostfile "
+                    f"{exports} {launcher} -np {n} --host {hosts} hostname"
                 )
                 return [str(KUBEXEC), "--namespace", ns, "-n", "b-0", command]
 
             runs: dict[str, list[Run]] = {name: [] for name in agents}
-            for agent in agents.values():  # warm-up: podexec's first exec per pod makes a token
+            callers: dict[str, set[str]] = {name: set() for name in agents}
+            before = load()
+            for agent in agents.values():  # warm-up: first execs (podexec makes a token), caches
                 timed(argv(agent), host_env)
             for i in range(repeat):
                 order = list(agents.items())
@@ -527,17 +563,21 @@ def launches(cluster: Cluster, ns: str, sizes: list[int], repeat: int) -> dict[s
                     run, out, err = timed(argv(agent), host_env)
                     end = time.time()
                     begin = float(err.split(b"BEGIN ", 1)[1].split()[0]) if b"BEGIN " in err else 0
-                    starts = exec_starts(cluster, ns)[seen:]
+                    execs = exec_starts(cluster, ns)[seen:]
+                    starts = [when for when, _, _ in execs]
+                    callers[name].update(f"{user} ({client})" for _, user, client in execs)
                     if len(starts) != n:
                         sys.stderr.write(
                             f"! {name}: {len(starts)} execs in the audit log, not {n}\n"
                         )
                         run.rc = run.rc or -2
                     run.started_s = max(starts, default=begin) - begin
+                    run.first_s = min(starts, default=begin) - begin
                     run.wall_s = end - begin
                     print(
-                        f"    {n} pods, {name}: daemons started {run.started_s:.2f}s, "
-                        f"job {run.wall_s:.2f}s, rc={run.rc}",
+                        f"    {n} pods, {name}: daemons started {run.started_s:.2f}s "
+                        f"(the first {run.first_s:.2f}s), "
+                        f"job {run.wall_s:.2f}s, rc={run.rc}, load {load()}",
                         flush=True,
                     )
                     got = sorted(set(out.decode().split()))
@@ -546,14 +586,17 @@ def launches(cluster: Cluster, ns: str, sizes: list[int], repeat: int) -> dict[s
                         run.rc = -1
                     runs[name].append(run)
             results[str(n)] = {name: summary(r) for name, r in runs.items()}
-            results[str(n)]["load"] = load()
+            results[str(n)]["load"] = [before, load()]
+            # The daemons' execs as the API server saw them: the pod's token, which client.
+            results[str(n)]["callers"] = {name: sorted(c) for name, c in callers.items()}
+            print(f"  daemon execs by: {results[str(n)]['callers']}", flush=True)
             print(f"  launch on {n} pods done", flush=True)
     return results
 
 
-def exec_starts(cluster: Cluster, ns: str) -> list[float]:
-    """When the API server started answering each exec into ``ns`` (epoch seconds), in order;
-    the launcher pod b-0's own exec left out."""
+def exec_starts(cluster: Cluster, ns: str) -> list[tuple[float, str, str]]:
+    """When the API server started answering each exec into ``ns`` (epoch seconds), in order,
+    with who asked (user, user agent); the launcher pod b-0's own exec left out."""
     starts = []
     for event in cluster.audit_events():
         ref = event.get("objectRef") or {}
@@ -564,7 +607,9 @@ def exec_starts(cluster: Cluster, ns: str) -> list[float]:
             and ref.get("name") != "b-0"
         ):
             stamp = event["stageTimestamp"].replace("Z", "+00:00")
-            starts.append(dt.datetime.fromisoformat(stamp).timestamp())
+            user = (event.get("user") or {}).get("username", "")
+            agent = event.get("userAgent", "").split("/", 1)[0]
+            starts.append((dt.datetime.fromisoformat(stamp).timestamp(), user, agent))
     return starts
 
 
@@ -626,11 +671,22 @@ def report_fanout(fanout: dict[str, Any]) -> None:
 def report_launches(launch: dict[str, Any]) -> None:
     for n, res in launch.items():
         a, b = res["kubexec"], res["kubectl-script"]
-        print(f"\nmpirun (Open MPI 4.1) on {n} pods, n={a['n']} each, load {res['load']}")
+        print(
+            f"\nmpirun (Open MPI 4.1) on {n} pods, n={a['n']} each, load {res['load']}"
+            f"\n{'':24}{'kubexec':>9} {'kubectl':>9}  kubexec/kubectl"
+        )
         print(
             f"  daemons started        {a['started_median_s']:8.2f}s {b['started_median_s']:8.2f}s"
             f"  {ratio(a['started_median_s'], b['started_median_s']):>6}"
             + ("   <= 0.7x" if n == "64" else "")
+        )
+        print(
+            f"  the first of them      {a['first_median_s']:8.2f}s {b['first_median_s']:8.2f}s"
+            f"  {ratio(a['first_median_s'], b['first_median_s']):>6}   (mpirun's start, one agent)"
+        )
+        print(
+            f"  first to last          {a['spread_median_s']:8.2f}s {b['spread_median_s']:8.2f}s"
+            f"  {ratio(a['spread_median_s'], b['spread_median_s']):>6}"
         )
         print(
             f"  whole job              {a['wall_median_s']:8.2f}s {b['wall_median_s']:8.2f}s"
@@ -645,11 +701,17 @@ def measure(
     results: dict[str, Any] = {}
     kubeconfig = yaml_kubeconfig(cluster, tmp)
     control = f"{tmp}/m"
-    results["calls"] = one_call(
-        cluster, ns, calls=args.calls, installed=installed, kubeconfig=kubeconfig, control=control
-    )
-    report_calls("from this machine (YAML kubeconfig, client certificate)", results["calls"])
-    if not args.real_node:  # the bench cannot run inside a real node's container
+    if args.calls:
+        results["calls"] = one_call(
+            cluster,
+            ns,
+            calls=args.calls,
+            installed=installed,
+            kubeconfig=kubeconfig,
+            control=control,
+        )
+        report_calls("from this machine (YAML kubeconfig, client certificate)", results["calls"])
+    if args.calls and not args.real_node:  # the bench cannot run inside a real node's container
         results["calls_in_pod"] = one_call_in_pod(cluster, ns, args.calls, installed)
         report_calls("in a pod (service-account token, the job's scope)", results["calls_in_pod"])
     sizes = [int(s) for s in args.fanout.split(",") if s]
@@ -664,35 +726,73 @@ def measure(
 def bench_pods(cluster: Cluster, replicas: int, *, real_node: bool) -> list[dict[str, Any]]:
     """StatefulSet ``b`` (and its Service): the job's label on every pod, and KUBEXEC_SELECTOR
     as deploy/ and k8smpi-job give their launchers."""
+    selector = {"KUBEXEC_SELECTOR": f"{JOB_LABEL}=bench"}
     pod_path = (
         f"{KUBEXEC.parent}:{Path(cluster.kubectl_path).parent}:"
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     )
-    pod_env = {"PATH": pod_path, "KUBEXEC_SELECTOR": f"{JOB_LABEL}=bench"}
-    objects = statefulset("b", service="bsvc", replicas=replicas, env=pod_env)
+    objects = statefulset(
+        "b", service="bsvc", replicas=replicas, env={"PATH": pod_path, **selector}
+    )
     template = objects[-1]["spec"]["template"]
     template["metadata"]["labels"][JOB_LABEL] = "bench"
     if real_node:  # containers of `make images`' CPU image: the exec goes through runc
-        template["spec"] = {**template["spec"], **real_node_spec(cluster)}
+        template["spec"] = {**template["spec"], **real_node_spec(cluster, selector)}
+        objects.insert(0, agent_config_map())
     return objects
 
 
-def real_node_spec(cluster: Cluster) -> dict[str, Any]:
-    """Pod spec fields for the real node: its placement, the CPU image, never pulled."""
+def agent_config_map() -> dict[str, Any]:
+    """mpi-operator v1's ConfigMap for its launcher: the kubectl agent script."""
+    name = Path(KUBECTL_AGENT_IN_POD).name
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "mpi"},
+        "data": {name: KUBECTL_AGENT},
+    }
+
+
+def real_node_spec(cluster: Cluster, env: dict[str, str]) -> dict[str, Any]:
+    """Pod spec fields for the real node: its placement, the CPU image, never pulled; the
+    kubectl agent script (ConfigMap) and the devcluster's kubectl (read-only hostPath: the
+    real node is this machine) where mpi-operator v1 puts them, on the image's PATH."""
+    image_path = (
+        "/opt/k8smpi/bin:/opt/mpi/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    )
     container = {
         "name": "main",
         "image": real_node_image(cluster, "cpu"),
         "imagePullPolicy": "Never",
         "command": ["sleep", "infinity"],
+        "env": [{"name": k, "value": v} for k, v in env.items()]
+        + [{"name": "PATH", "value": f"{image_path}:{KUBE_DIR}"}],
+        "volumeMounts": [
+            {"name": "mpi", "mountPath": str(Path(KUBECTL_AGENT_IN_POD).parent)},
+            {"name": "kubectl", "mountPath": f"{KUBE_DIR}/kubectl", "readOnly": True},
+        ],
     }
+    volumes = [
+        {"name": "mpi", "configMap": {"name": "mpi", "defaultMode": 0o555}},
+        {"name": "kubectl", "hostPath": {"path": cluster.kubectl_path, "type": "File"}},
+    ]
     placement: dict[str, Any] = cluster.state["real_nodes"]["placement"]
-    return {**placement, "containers": [container], "terminationGracePeriodSeconds": 1}
+    return {
+        **placement,
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 1,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=30, help="single calls per contestant")
-    parser.add_argument("--fanout", default="16,64,256", help="fan-out sizes, comma-separated")
+    parser.add_argument(
+        "--calls", type=int, default=30, help="single calls per contestant (0: none)"
+    )
+    parser.add_argument(
+        "--fanout", default="16,64,256", help="fan-out sizes, comma-separated ('': none)"
+    )
     parser.add_argument("--fanout-runs", type=int, default=3, help="runs per size and agent")
     parser.add_argument("--mpirun", default="", help="mpirun launch sizes (e.g. 16,64)")
     parser.add_argument("--launches", type=int, default=3, help="mpirun runs per size and agent")
@@ -700,8 +800,8 @@ def main() -> int:
     parser.add_argument(
         "--real-node",
         action="store_true",
-        help="pods on the devcluster's real node (containers; from this machine only): "
-        "kubexec-real-node.json",
+        help="pods on the devcluster's real node (containers; calls from this machine only, "
+        "mpirun from pod b-0): kubexec[-mpirun]-real-node.json",
     )
     parser.add_argument("--in-pod-calls", type=int, help=argparse.SUPPRESS)  # runs in pod b-0
     parser.add_argument("--in-pod-installed", type=Path, help=argparse.SUPPRESS)
@@ -726,13 +826,16 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             results |= measure(cluster, ns, args, installed=installed, tmp=Path(tmp))
         if mpirun:
-            results["launches"] = launches(cluster, ns, mpirun, args.launches)
+            results["launches"] = launches(
+                cluster, ns, mpirun, args.launches, real_node=args.real_node
+            )
             report_launches(results["launches"])
     finally:
         with contextlib.suppress(Exception):
             cluster.delete_namespace(ns)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "kubexec-real-node" if args.real_node else "kubexec"
+    stem = "kubexec-mpirun" if set(results) == {"started", "launches"} else "kubexec"
+    stem += "-real-node" if args.real_node else ""
     path = args.out / f"{stem}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nfigures: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
