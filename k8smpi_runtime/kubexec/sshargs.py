@@ -424,11 +424,17 @@ def _config_connect_timeout(value: str, draft: _Draft) -> None:
         draft.connect_timeout = seconds or None  # 0: no timeout, as in ssh
 
 
-def _config_connection_attempts(value: str, draft: _Draft) -> None:
+def _count(value: str, where: str) -> int:
+    """A whole number >= 1 (ssh's counts)."""
     if not value.isdigit() or int(value) < 1:
-        raise UsageError(f"-o ConnectionAttempts={value}: expected a whole number >= 1")
+        raise UsageError(f"{where}={value}: expected a whole number >= 1")
+    return int(value)
+
+
+def _config_connection_attempts(value: str, draft: _Draft) -> None:
+    count = _count(value, "-o ConnectionAttempts")
     if draft.connection_attempts is None:
-        draft.connection_attempts = int(value)
+        draft.connection_attempts = count
 
 
 def _config_server_alive_interval(value: str, draft: _Draft) -> None:
@@ -438,10 +444,9 @@ def _config_server_alive_interval(value: str, draft: _Draft) -> None:
 
 
 def _config_server_alive_count_max(value: str, draft: _Draft) -> None:
-    if not value.isdigit() or int(value) < 1:
-        raise UsageError(f"-o ServerAliveCountMax={value}: expected a whole number >= 1")
+    count = _count(value, "-o ServerAliveCountMax")
     if draft.server_alive_count_max is None:
-        draft.server_alive_count_max = int(value)
+        draft.server_alive_count_max = count
 
 
 def _config_request_tty(value: str, draft: _Draft) -> None:
