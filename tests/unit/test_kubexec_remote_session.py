@@ -319,6 +319,9 @@ def test_acknowledged_output_is_dropped(session_id: str) -> None:
     # What kubexec has is gone but the segment that holds byte 3,000,000 (they end where
     # a look finds them over SEGMENT bytes: at most 8 reads of 64 KiB later).
     assert wait_for(lambda: first_kept() > 3_000_000 - remote.SEGMENT - 8 * 65536, 5), segments()
+    # Only the command's `exec sleep` once the shell has replaced itself and a relay just
+    # forked has become dd (until then either one counts as a command process too).
+    assert wait_for(lambda: len(commands(session_id)) == 1, 5), commands(session_id)
     [sleeping] = commands(session_id)
     os.kill(sleeping, signal.SIGKILL)
     assert ex.finish() == 137

@@ -152,6 +152,8 @@ class Exec:
     def write(self, data: bytes) -> None:
         assert self.proc.stdin is not None
         with self._stdin_lock:
+            if self.proc.stdin.closed:
+                return  # kubexec said goodbye (the exit record came): it forwards no more
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
 
