@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 GRACE = 0.3
+MARGIN = 5.0
+"""Seconds on top of the grace for a teardown to show: the mechanism, not its speed, is under
+test (a loaded 2-core machine took over 2 s)."""
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="switching user needs root")
 needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
@@ -342,9 +345,9 @@ def test_lifeline_eof_kills_command_and_setsid_grandchild(session_id: str) -> No
     assert wait_for(lambda: len(marked_pids(session_id)) == 2, 2.0)
     started = time.monotonic()
     wrapper.close_stdin()  # kubexec killed -9, or the connection dropped
-    assert wait_for(lambda: not marked_pids(session_id), GRACE + 2)
-    assert wrapper.proc.wait(GRACE + 2) == 255
-    assert time.monotonic() - started < GRACE + 2
+    assert wait_for(lambda: not marked_pids(session_id), GRACE + MARGIN)
+    assert wrapper.proc.wait(GRACE + MARGIN) == 255
+    assert time.monotonic() - started < GRACE + MARGIN
 
 
 def test_lifeline_eof_kills_after_grace_what_ignores_term(session_id: str) -> None:
@@ -353,8 +356,8 @@ def test_lifeline_eof_kills_after_grace_what_ignores_term(session_id: str) -> No
     wrapper = Wrapper(launch(command, session_id))
     assert wait_for(lambda: len(marked_pids(session_id)) == 4, 2.0)
     wrapper.close_stdin()
-    assert wait_for(lambda: not marked_pids(session_id), GRACE + 2)
-    assert wrapper.proc.wait(GRACE + 2) == 255
+    assert wait_for(lambda: not marked_pids(session_id), GRACE + MARGIN)
+    assert wrapper.proc.wait(GRACE + MARGIN) == 255
 
 
 def test_normal_end_stands_the_watcher_down(session_id: str) -> None:
@@ -413,8 +416,8 @@ def test_forward_connection_loss_kills_the_command(session_id: str) -> None:
     assert wait_for(lambda: len(marked_pids(session_id)) == 3, 2.0)
     wrapper.send(b"some input")
     wrapper.close_stdin()  # no end frame: the connection was lost
-    assert wait_for(lambda: not marked_pids(session_id), GRACE + 2)
-    assert wrapper.proc.wait(GRACE + 2) == 255
+    assert wait_for(lambda: not marked_pids(session_id), GRACE + MARGIN)
+    assert wrapper.proc.wait(GRACE + MARGIN) == 255
 
 
 def test_forward_input_end_is_not_connection_loss(session_id: str) -> None:
@@ -534,7 +537,7 @@ def test_no_wrapper_process_stays_root(session_id: str, mode: str) -> None:
     assert wait_for(lambda: len(wrapper_pids(session_id)) >= 2, 2.0)  # wrapper and watcher
     assert set(wrapper_pids(session_id).values()) == {4242}
     wrapper.close_stdin()
-    assert wrapper.proc.wait(GRACE + 2) == 255
+    assert wrapper.proc.wait(GRACE + MARGIN) == 255
     assert wait_for(lambda: not marked_pids(session_id), 2.0)
 
 
