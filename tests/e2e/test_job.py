@@ -53,6 +53,14 @@ def nodes(request: pytest.FixtureRequest, cluster: Cluster) -> Nodes:
     return KWOK if request.param == "kwok" else real_nodes(cluster)
 
 
+def wait_workers_gone(cluster: Cluster, namespace: str, job: str) -> None:
+    def gone() -> bool:
+        pods = job_pods(cluster, namespace, job)
+        return not [p for p in pods if p["metadata"]["labels"]["k8smpi.dev/role"] == "worker"]
+
+    wait_for(gone, timeout=60, what="the workers gone")
+
+
 @pytest.mark.parametrize("exit_code", [0, 3])
 def test_submit_exits_with_the_scripts_status(
     cluster: Cluster, namespace: str, tmp_path: Path, nodes: Nodes, exit_code: int
@@ -213,17 +221,7 @@ def test_render_applies_and_the_sidecar_owns_and_releases_the_workers(
     finally:
         if sidecar.poll() is None:
             sidecar.kill()
-    wait_for(
-        lambda: (
-            not [
-                p
-                for p in job_pods(cluster, namespace, "applied")
-                if p["metadata"]["labels"]["k8smpi.dev/role"] == "worker"
-            ]
-        ),
-        timeout=60,
-        what="the workers gone",
-    )
+    wait_workers_gone(cluster, namespace, "applied")
 
 
 def test_deleting_the_job_takes_the_adopted_workers(
@@ -306,17 +304,7 @@ def test_real_node_render_applies_and_the_sidecar_owns_then_releases(
     cluster.kubectl("apply", "-f", "-", input=to_json(objects))
     done = ("--for=condition=Complete", "job/applied-launcher", "--timeout=120s")
     cluster.kubectl("wait", *done, "-n", namespace, timeout=180)
-    wait_for(
-        lambda: (
-            not [
-                p
-                for p in job_pods(cluster, namespace, "applied")
-                if p["metadata"]["labels"]["k8smpi.dev/role"] == "worker"
-            ]
-        ),
-        timeout=60,
-        what="the workers gone",
-    )
+    wait_workers_gone(cluster, namespace, "applied")
     pod = launcher_pod(cluster, namespace, "applied")["metadata"]["name"]
     sidecar = cluster.kubectl("logs", "-n", namespace, pod, "-c", "own-workers")
     assert sidecar.stdout.decode().splitlines() == [
