@@ -77,23 +77,36 @@ def mounts() -> set[str]:
     return out
 
 
-def links() -> set[str]:
-    out = set()
+def masters() -> dict[str, str]:
+    """Each network device's name -> its bridge (``-`` when it has none)."""
     listing = subprocess.run(
         ["ip", "-o", "link", "show"], capture_output=True, text=True, check=True
     )
+    out = {}
     for line in listing.stdout.splitlines():
         name = line.split(":", 2)[1].strip().split("@")[0]
         master = re.search(r" master (\S+)", line)
-        out.add(f"{name} master={master.group(1) if master else '-'}")
+        out[name] = master.group(1) if master else "-"
     return out
 
 
+def links() -> set[str]:
+    return {f"{name} master={master}" for name, master in masters().items()}
+
+
 def routes() -> set[str]:
+    """Every route, with its device's bridge: a veth's link-local routes belong to the real
+    node whose bridge holds it (another checkout's are foreign)."""
+    bridge = masters()
     listing = subprocess.run(
         ["ip", "-o", "route", "show", "table", "all"], capture_output=True, text=True, check=True
     )
-    return set(listing.stdout.splitlines())
+    out = set()
+    for line in listing.stdout.splitlines():
+        dev = re.search(r" dev (\S+)", line)
+        master = bridge.get(dev.group(1), "-") if dev else "-"
+        out.add(f"{line} master={master}" if master != "-" else line)
+    return out
 
 
 def rules(command: str) -> set[str]:
