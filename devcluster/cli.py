@@ -17,10 +17,14 @@ Commands (``make devcluster`` / ``make devcluster-down`` call the first two):
 ``status`` print each component and whether it runs; exit 1 if any does not.
 ``restart NAME...``  stop those components, then ``up`` (e.g. an apiserver restart mid-test, or
            ``containerd.real-node-0`` after changing DEVCLUSTER_STREAM_IDLE_TIMEOUT).
+           ``--kill``: SIGKILL them (a crash) instead of TERM first (a drain).
+``kill NAME...``  SIGKILL those components and leave them down (a crash that lasts: ``up``
+           starts them again).
 ``clean``  ``down`` and remove ``.devcluster/``.
 
 Everything listens on loopback only (the real nodes' kubelets on their bridge address). Exit
-codes: 0 ok, 1 a component failed (its log is named), 2 bad usage. Standard library only, so it
+codes: 0 ok, 1 a component failed (its log is named), 2 bad usage (an unknown component is
+one line on stderr). Standard library only, so it
 runs before the project's venv exists.
 """
 
@@ -39,6 +43,7 @@ from devcluster.layout import (
     CLUSTER_DOMAIN,
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     DevclusterError,
     Layout,
     Ports,
@@ -189,10 +194,37 @@ def cmd_clean(lay: Layout, ports: Ports) -> int:
     return EXIT_OK
 
 
+def cmd_restart(
+    lay: Layout, ports: Ports, args: argparse.Namespace, real_nodes: int, with_: tuple[str, ...]
+) -> int:
+    """``restart``/``kill`` the named components (``kill``: SIGKILL, nothing started again)."""
+    real = realnode.components(lay, ports, real_nodes)
+    known = [*COMPONENTS, *real]
+    unknown = [n for n in args.components if n not in known]
+    if unknown or not args.components:
+        what = f"unknown component {unknown[0]!r}" if unknown else "no component named"
+        print(
+            f"devcluster: error: {args.command}: {what}; one of: {', '.join(known)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    kill = args.kill or args.command == "kill"
+    for name in args.components:
+        processes.stop(lay, name, exe=real.get(name), kill=kill)
+    if args.command == "kill":
+        return EXIT_OK
+    return cmd_up(lay, ports, args.nodes, real_nodes, with_)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devcluster", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status", "restart", "clean"])
-    parser.add_argument("components", nargs="*", help="with restart: which components")
+    parser.add_argument("command", choices=["up", "down", "status", "restart", "kill", "clean"])
+    parser.add_argument("components", nargs="*", help="with restart/kill: which components")
+    parser.add_argument(
+        "--kill",
+        action="store_true",
+        help="with restart: SIGKILL the components (a crash) rather than TERM them (a drain)",
+    )
     parser.add_argument(
         "--with",
         dest="with_",
@@ -213,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="real nodes: kubelet + containerd (default 1, or DEVCLUSTER_REAL_NODES; 0: none)",
     )
-    args = parser.parse_args(argv)
+    # Intermixed: `restart --kill kube-apiserver` as well as `restart kube-apiserver --kill`.
+    args = parser.parse_intermixed_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be >= 1")
     lay = default_layout()
@@ -229,14 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_down(lay, ports)
         if args.command == "status":
             return cmd_status(lay, ports, real_nodes)
-        if args.command == "restart":
-            real = realnode.components(lay, ports, real_nodes)
-            known = [*COMPONENTS, *real]
-            if set(args.components) - set(known) or not args.components:
-                parser.error(f"restart takes components from: {', '.join(known)}")
-            for name in args.components:
-                processes.stop(lay, name, exe=real.get(name))
-            return cmd_up(lay, ports, args.nodes, real_nodes, with_)
+        if args.command in ("restart", "kill"):
+            return cmd_restart(lay, ports, args, real_nodes, with_)
         return cmd_clean(lay, ports)
     except DevclusterError as e:
         print(f"devcluster: error: {e}", file=sys.stderr)

@@ -49,14 +49,21 @@ def start(lay: Layout, name: str, argv: list[str]) -> int:
     return proc.pid
 
 
-def stop(lay: Layout, name: str, timeout: float = 15.0, exe: str | None = None) -> None:
+def stop(
+    lay: Layout, name: str, timeout: float = 15.0, exe: str | None = None, *, kill: bool = False
+) -> None:
+    """Stop ``name`` and its process group: TERM, then KILL after ``timeout`` seconds.
+
+    ``kill``: KILL at once -- a crash, not a drain (an apiserver given TERM closes its streams
+    gracefully and keeps old ones open for a while, which is not what a crash does)."""
     pid = read_pid(lay, name, exe)
     if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _group_alive(pid):
-            time.sleep(0.1)
+        if not kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and _group_alive(pid):
+                time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -64,7 +71,7 @@ def stop(lay: Layout, name: str, timeout: float = 15.0, exe: str | None = None) 
             time.sleep(0.05)
         if _group_alive(pid):
             raise DevclusterError(f"{name} (process group {pid}) did not stop")
-        log(f"stopped {name} (pid {pid})")
+        log(f"{'killed' if kill else 'stopped'} {name} (pid {pid})")
     lay.pidfile(name).unlink(missing_ok=True)
 
 

@@ -200,9 +200,10 @@ class ExecStream:
     def can_close_stdin(self) -> bool:
         return self.protocol == V5
 
-    def write_stdin(self, data: bytes) -> None:
+    def write_stdin(self, data: bytes, *, timeout: float | None = None) -> None:
+        """``timeout``: see :meth:`websocket.WebSocket.send_binary`."""
         if data:
-            self._send(bytes([STDIN]) + data)
+            self._send(bytes([STDIN]) + data, timeout=timeout)
 
     def close_stdin(self) -> None:
         """Half-close stdin (v5). On v4 this is impossible; the caller must cope."""
@@ -212,9 +213,9 @@ class ExecStream:
     def resize(self, columns: int, rows: int) -> None:
         self._send(bytes([RESIZE]) + json.dumps({"Width": columns, "Height": rows}).encode())
 
-    def _send(self, frame: bytes) -> None:
+    def _send(self, frame: bytes, *, timeout: float | None = None) -> None:
         try:
-            self._ws.send_binary(frame)
+            self._ws.send_binary(frame, timeout=timeout)
         except OSError as e:
             raise TransportError(f"exec into {self.target.pod}: sending failed: {e}") from e
 

@@ -304,14 +304,16 @@ class WebSocket:
     def settimeout(self, timeout: float | None) -> None:
         self.sock.settimeout(timeout)
 
-    def send_binary(self, payload: bytes) -> None:
-        self._send(OP_BINARY, payload)
+    def send_binary(self, payload: bytes, *, timeout: float | None = None) -> None:
+        """One binary message. ``timeout``: give up (WebSocketError) when another thread's
+        send does not let go of the connection within that many seconds."""
+        self._send(OP_BINARY, payload, timeout=timeout)
 
     def ping(self, payload: bytes = b"") -> None:
         """A ping (answered by the server with a pong): proof the connection still carries."""
         self._send(OP_PING, payload[:125])
 
-    def _send(self, opcode: int, payload: bytes) -> None:
+    def _send(self, opcode: int, payload: bytes, *, timeout: float | None = None) -> None:
         length = len(payload)
         if length < 126:
             header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
@@ -321,11 +323,14 @@ class WebSocket:
             header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
         mask = os.urandom(4)
         frame = header + mask + _masked(payload, mask)
-        with self._send_lock:
-            try:
-                self.sock.sendall(frame)
-            except (OSError, ValueError) as e:  # ValueError: closed meanwhile
-                raise WebSocketError(getattr(e, "errno", 0) or 0, f"sending failed: {e}") from e
+        if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise WebSocketError(0, "sending failed: another send holds the connection")
+        try:
+            self.sock.sendall(frame)
+        except (OSError, ValueError) as e:  # ValueError: closed meanwhile
+            raise WebSocketError(getattr(e, "errno", 0) or 0, f"sending failed: {e}") from e
+        finally:
+            self._send_lock.release()
 
     def recv(self) -> tuple[int, bytes] | None:
         """The next data message ``(opcode, payload)``; None once the connection closed.

@@ -212,6 +212,10 @@ def run(
         shell=inv.shell,
         grace=inv.grace,
         keepalive=kexec.Keepalive(inv.server_alive_interval, inv.server_alive_count_max),
+        # Lifeline mode only (what MPI launchers use). With forwarded stdin the session's
+        # acknowledgements travel behind that stdin: a command whose output waits on them
+        # while it is not reading its input (cat of 5 MiB) would deadlock. tty: no session.
+        reattach=inv.reattach if mode == "lifeline" else 0.0,
     )
     # A master's connection serves only the master's credentials.
     api = wire.Connection(cfg, timeout=connect_timeout, sock=sock if config else None)

@@ -54,6 +54,7 @@ from k8smpi_runtime.kubexec import (  # noqa: F401
     control,
     identity,
     logsetup,
+    reattach,
     resolve,
     retrying,
     session,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Sequence
     from types import FrameType
+    from typing import NoReturn
 
     from k8smpi_runtime.kube.config import ClientConfig
 
@@ -505,13 +507,21 @@ def _watch(conn: socket.socket, death_r: int) -> None:
     while True:
         for fd, _event in poller.poll():
             if fd == death_r:
-                os._exit(255)
+                _leave()
             try:
                 data = conn.recv(64)
             except OSError:
                 data = b""
             if not data:
-                os._exit(255)  # the caller is gone: dropping the connections ends the remote
+                _leave()  # the caller is gone: dropping the connections ends the remote
+
+
+def _leave() -> NoReturn:
+    """Exit 255 at once; a session with a re-attach window says goodbye first, so its pod
+    ends the command now rather than waiting the window for a re-attach (leaving is on
+    purpose here, as a direct call's signal is)."""
+    reattach.goodbye()
+    os._exit(255)
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:

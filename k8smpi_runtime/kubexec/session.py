@@ -71,6 +71,9 @@ class Request(Record):
     refusal to start the exec (404 no such pod; 400 not running, no such container; 401/403,
     which the lookup then names as before) is :class:`Unresolved`, and the caller looks the
     pod up. Nothing ran remotely then."""
+    reattach: float = 0.0
+    """Seconds to re-attach within after a lost stream (0: a lost stream ends it, as before);
+    see :mod:`k8smpi_runtime.kubexec.reattach`."""
 
 
 class Unresolved(K8smpiError):
@@ -163,6 +166,10 @@ class _Runner:
     def _piped(self, mode: remote.StdinMode) -> int:
         launch = self._launch(mode)
         stream = self._open(launch.argv, stdin=True, tty=False)
+        if self.request.reattach > 0:
+            from k8smpi_runtime.kubexec import reattach  # noqa: PLC0415 - import cycle
+
+            return reattach.Link(self, mode, launch).run(stream)
         try:
             stream.write_stdin(launch.preamble)
             stream.start_heartbeat(
@@ -170,7 +177,7 @@ class _Runner:
             )
             if mode == "forward":
                 _start_stdin_pump(stream, self.streams.stdin, framed=True)
-            record = remote.ExitRecord(self.session_id)
+            record = remote.Records(self.session_id)
             try:
                 self._pump_output(stream.frames(), stderr=record.feed)
             finally:
@@ -216,6 +223,7 @@ class _Runner:
             session_id=self.session_id,
             shell=self.request.shell,
             mode=mode,
+            window=self.request.reattach if mode != "tty" else 0.0,
         )
 
     def _open(
@@ -283,7 +291,7 @@ class _Runner:
                 _write_all(err, stderr(payload) if stderr is not None else payload)
 
 
-def _checked(stream: kexec.ExecStream, record: remote.ExitRecord) -> int:
+def _checked(stream: kexec.ExecStream, record: remote.Records) -> int:
     """The exit code, from the status and the wrapper's exit record.
 
     The record is the wrapper's own word; the status may have been made up by the API server,

@@ -44,6 +44,7 @@ option                environment             meaning
 ``--context NAME``    ``KUBEXEC_CONTEXT``     kubeconfig context
 ``--shell PATH``      ``KUBEXEC_SHELL``       remote shell that runs the command (``/bin/sh``)
 ``--grace SECONDS``   ``KUBEXEC_GRACE``       time between TERM and KILL on disconnect (5)
+``--reattach SECONDS`` ``KUBEXEC_REATTACH``   re-attach window after a lost stream (45; 0: none)
 ``--job-selector SEL`` ``KUBEXEC_SELECTOR``   take only pods matching this label selector
 ``--[no-]forward-stdin`` ``KUBEXEC_FORWARD_STDIN`` forward local stdin (default: auto)
 ``--help``, ``--version``                     print and exit
@@ -81,6 +82,13 @@ _FLAGS = frozenset(SSH_OPTSTRING.replace(":", "")) - _WITH_ARG
 
 DEFAULT_SHELL = "/bin/sh"
 DEFAULT_GRACE = 5.0
+DEFAULT_REATTACH = 45.0
+"""The re-attach window: a job survives an API server that is back within 30 s (a restart,
+a failover) with 15 s to spare for kubexec's backoff (at most 5 s between tries) and the
+attach itself; kill -9 of kubexec leaves the pod's processes at most 45 s + 5 s (the pod's
+own margin) + the grace, under the 60 s + grace the project promises. 0: a lost stream ends
+the command at once, as before."""
+MAX_REATTACH = 86400.0
 DEFAULT_SERVER_ALIVE_INTERVAL = 30.0
 DEFAULT_SERVER_ALIVE_COUNT_MAX = 3
 
@@ -101,6 +109,8 @@ kubexec-options (before the host; flag beats environment variable):
   --context NAME           KUBEXEC_CONTEXT        kubeconfig context
   --shell PATH             KUBEXEC_SHELL          remote shell for the command (/bin/sh)
   --grace SECONDS          KUBEXEC_GRACE          TERM-to-KILL delay on disconnect (5)
+  --reattach SECONDS       KUBEXEC_REATTACH       re-attach window after a lost stream (45;
+                                                  0: the command ends with the stream)
   --job-selector SEL       KUBEXEC_SELECTOR       only pods with these labels (default in a
                                                   pod: its own k8smpi.dev/job label)
   --[no-]forward-stdin     KUBEXEC_FORWARD_STDIN  forward local stdin (auto: unless -n or
@@ -151,6 +161,10 @@ class Invocation(Record):
     """The remote shell that runs :attr:`command` with ``-c``."""
     grace: float = DEFAULT_GRACE
     """Seconds between TERM and KILL when the connection is lost."""
+    reattach: float = DEFAULT_REATTACH
+    """``--reattach`` / ``KUBEXEC_REATTACH``: seconds within which kubexec re-attaches to the
+    remote session after its stream was lost (the session waits as long, plus a margin,
+    before it ends the command); 0: a lost stream ends the command, as before."""
     forward_stdin: bool | None = None
     """``--forward-stdin`` / ``--no-forward-stdin``. ``None`` means auto: forward unless
     :attr:`stdin_null` is set or local stdin is /dev/null."""
@@ -214,6 +228,7 @@ _VALUE_OPTIONS = {
     "context": "KUBEXEC_CONTEXT",
     "shell": "KUBEXEC_SHELL",
     "grace": "KUBEXEC_GRACE",
+    "reattach": "KUBEXEC_REATTACH",
     "job-selector": "KUBEXEC_SELECTOR",
 }
 _FLAG_OPTIONS = ("forward-stdin", "no-forward-stdin", "help", "version")
@@ -557,6 +572,12 @@ def _finish(draft: _Draft, *, host: str, command: str | None, env: Mapping[str, 
 
     grace_text = setting("grace")
     grace = DEFAULT_GRACE if grace_text is None else _seconds(grace_text, "grace")
+    reattach_text = setting("reattach")
+    reattach = DEFAULT_REATTACH
+    if reattach_text is not None:
+        reattach = _ssh_time(reattach_text.strip(), "--reattach")
+        if reattach > MAX_REATTACH:
+            raise UsageError(f"--reattach={reattach_text}: at most {MAX_REATTACH:g} seconds")
     tty_mode = draft.tty_flag or draft.tty_option
     forward_stdin = draft.forward_stdin
     if forward_stdin is None:
@@ -586,6 +607,7 @@ def _finish(draft: _Draft, *, host: str, command: str | None, env: Mapping[str, 
         context=setting("context"),
         shell=setting("shell") or DEFAULT_SHELL,
         grace=grace,
+        reattach=reattach,
         forward_stdin=forward_stdin,
         job_selector=setting("job-selector"),
         server_alive_interval=(

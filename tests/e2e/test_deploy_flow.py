@@ -319,8 +319,10 @@ def test_containerd_cuts_a_silent_stream_and_kubexec_says_so(
     cluster: Cluster, namespace: str, short_idle: None
 ) -> None:
     """The timeout is real: a command silent for longer is cut after 3 s. kubectl exec then
-    exits 0 as if the command had succeeded; kubexec without keepalives in time exits 255 and
-    names the likely cause; with them the command runs to its end."""
+    exits 0 as if the command had succeeded; kubexec without keepalives in time and without a
+    re-attach window exits 255 and names the likely cause; with its default window it re-attaches
+    after each cut, and with keepalives the stream is never cut: both run the command to its
+    end."""
     cluster.apply([real_node_pod(cluster, "quiet", labels={"app": "quiet"})], namespace)
     running_pods(cluster, namespace, "app=quiet", 1)
     command = "sleep 12; echo done"
@@ -328,10 +330,14 @@ def test_containerd_cuts_a_silent_stream_and_kubexec_says_so(
         "exec", "-n", namespace, "quiet", "--", "sh", "-c", command, check=False
     )
     assert kubectl.returncode == 0 and b"done" not in kubectl.stdout, kubectl
-    cut = run_kubexec(cluster, "--namespace", namespace, "quiet", command)
+    # --reattach 0: the cut itself (with a window kubexec re-attaches after each cut, below).
+    cut = run_kubexec(cluster, "--reattach", "0", "--namespace", namespace, "quiet", command)
     assert cut.returncode == 255 and cut.stdout == b"", cut
     assert b"the wrapper's exit record never came" in cut.stderr, cut.stderr
     assert b"stream idle timeout? see -o ServerAliveInterval" in cut.stderr, cut.stderr
+    # The default re-attach window: every cut stream is re-attached, the command runs to its end.
+    healed = run_kubexec(cluster, "--namespace", namespace, "quiet", command)
+    assert (healed.returncode, healed.stdout) == (0, b"done\n"), healed
     kept = run_kubexec(
         cluster, "-o", "ServerAliveInterval=1", "--namespace", namespace, "quiet", command
     )

@@ -452,7 +452,9 @@ def test_kill_9_of_kubexec_leaves_nothing_20_trials(cluster: Cluster, ns: str) -
             f"w-{trial % 4}",
             orphan_command(token, ignore_term=ignore_term),
             forward=forward,
-            extra=("--grace", "1"),
+            # --reattach 0: today's lifeline, at once. With a window the pod first waits for a
+            # re-attach (tests/e2e/test_real_node_reattach.py checks that bound).
+            extra=("--grace", "1", "--reattach", "0"),
         )
         try:
             wait_for(

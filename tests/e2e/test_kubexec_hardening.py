@@ -260,8 +260,10 @@ def test_a_far_end_gone_silent_ends_in_255_within_the_bound(
             cluster, tmp_path, server=f"https://127.0.0.1:{relay.port}", proxy_url=None
         )
         proc = subprocess.Popen(
-            [str(KUBEXEC), "--namespace", ns, "-o", "ServerAliveInterval=1", "-o",
-             "ServerAliveCountMax=2", "w-0", f"KXT={token} exec sleep 300"],
+            # --reattach 0: a dead connection ends the call (with a window kubexec would try
+            # to re-attach through the stalled relay until the window ran out).
+            [str(KUBEXEC), "--namespace", ns, "--reattach", "0", "-o", "ServerAliveInterval=1",
+             "-o", "ServerAliveCountMax=2", "w-0", f"KXT={token} exec sleep 300"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=kubexec_env(cluster, {"KUBECONFIG": str(kubeconfig)}),
         )  # fmt: skip
@@ -305,7 +307,9 @@ def test_the_idle_timeout_is_real(cluster: Cluster, ns: str, short_idle: None) -
     # Without keepalives the runtime ends a quiet stream: what kubexec must prevent. The API
     # server then reports Success; only the missing exit record shows the command never ended.
     quiet = f"sleep {3 * IDLE_TIMEOUT_S}; echo done"
-    proc = kx(cluster, ns, "-o", "ServerAliveInterval=0", "w-1", quiet)
+    # --reattach 0: with a window kubexec re-attaches to a stream the runtime cut
+    # (tests/unit/test_kubexec_reattach.py); here the cut itself is what is shown.
+    proc = kx(cluster, ns, "--reattach", "0", "-o", "ServerAliveInterval=0", "w-1", quiet)
     assert (proc.returncode, proc.stdout) == (255, b""), proc.stderr
     [line] = proc.stderr.decode().splitlines()
     assert "the stream ended before the command did" in line, line

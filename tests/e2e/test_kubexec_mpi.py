@@ -482,7 +482,9 @@ def session_members(sid: int) -> list[int]:
 def test_abort_leaves_no_daemon_or_rank(mpi: Mpi, flavour: str, how: str) -> None:
     assert pod_processes() == [], describe(pod_processes())
     args, extra = ABORTS[flavour](mpi)
-    env = launcher_env(mpi, flavour, extra)
+    # A short re-attach window: a launcher-side agent killed (or its pod gone) leaves its
+    # daemon for the window, the pod's margin and the grace (3 + 5 + 5 s) before the teardown.
+    env = launcher_env(mpi, flavour, {**extra, "KUBEXEC_REATTACH": "3"})
     seconds = str(3000 + secrets.randbelow(1000))
     proc = subprocess.Popen(
         [env["MPI_LAUNCHER"], *args, "sleep", seconds],

@@ -130,7 +130,12 @@ def one_trial(p: Pods, marker: str) -> float:
     )  # fmt: skip
     try:
         # kubexec in the background of a launcher-pod shell that prints its pid and leaves.
-        start = f'{KUBEXEC} worker "sleep {marker}" </dev/null >/dev/null 2>&1 & echo $!'
+        # KUBEXEC_REATTACH=0: the lifeline at once (with a window the pod first waits for a
+        # re-attach: tests/e2e/test_real_node_reattach.py).
+        start = (
+            f'KUBEXEC_REATTACH=0 {KUBEXEC} worker "sleep {marker}" </dev/null >/dev/null 2>&1 &'
+            " echo $!"
+        )
         started = p.exec("launcher", "sh", "-c", start)
         assert started.returncode == 0, started.stderr
         pid = started.stdout.decode().strip()

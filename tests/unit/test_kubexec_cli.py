@@ -677,3 +677,42 @@ def test_server_alive_options() -> None:
     assert sshargs.parse(["h"], {"KUBEXEC_SELECTOR": "k8smpi.dev/job=x"}).job_selector == (
         "k8smpi.dev/job=x"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "window"),
+    [
+        (["-n", "w-0", "true"], 45.0),  # lifeline (MPI launchers): the default window
+        (["--reattach", "9", "-n", "w-0", "true"], 9.0),
+        (["--reattach", "9", "w-0", "cat"], 0.0),  # stdin forwarded: no re-attach (yet)
+    ],
+)
+def test_only_lifeline_calls_reattach(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pipe_fd: int, argv: list[str], window: float
+) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "x",
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "n"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+        })
+    )  # fmt: skip
+    seen: list[session.Request] = []
+
+    def fake_run(_cfg: Any, request: session.Request, **_kw: Any) -> int:
+        seen.append(request)
+        return 0
+
+    monkeypatch.setattr(session, "run", fake_run)
+    monkeypatch.setattr(os, "isatty", lambda _fd: False)
+    stdin = os.dup(0)
+    os.dup2(pipe_fd, 0)  # a pipe: forwarded unless -n
+    try:
+        env = {"KUBECONFIG": str(kubeconfig)}
+        assert cli.run(sshargs.parse(argv, env), env) == 0
+    finally:
+        os.dup2(stdin, 0)
+        os.close(stdin)
+    assert [r.reattach for r in seen] == [window]

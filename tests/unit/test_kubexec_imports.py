@@ -108,6 +108,9 @@ def test_a_direct_in_cluster_call_needs_nothing_heavy(tmp_path: Path) -> None:
         "kexec.exec_url(cfg, kexec.ExecTarget('ns1', 'w-0'), launch.argv, stdin=True, tty=False)\n"
         "kexec.Keepalive(inv.server_alive_interval, inv.server_alive_count_max).bound\n"
         "resolve.scope_for(api, explicit=None, in_cluster=False, token=cfg.token)\n"
+        # A piped call with the default re-attach window runs through reattach.Link.
+        "assert inv.reattach > 0\n"
+        "from k8smpi_runtime.kubexec import reattach\n"
     )
     loaded = modules_after(code, env)
     assert not heavy(loaded, HEAVY), heavy(loaded, HEAVY)

@@ -6,10 +6,8 @@ closes the exec's stdin). The user-switch tests need root, as the wrapper does i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from k8smpi_runtime.kubexec import remote
+from tests.unit.wrapperkit import (
+    claims,
+    kill_all,
+    marked_pids,
+    remove_new_claims,
+    wait_for,
+    wrapper_pids,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,71 +41,19 @@ needs_root = pytest.mark.skipif(not ROOT, reason="switching user needs root")
 needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
 
 
-def marked_pids(session_id: str) -> list[int]:
-    """Live (non-zombie) processes whose environment carries the session marker."""
-    needle = f"KUBEXEC_SESSION={session_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if needle in environ.split(b"\0") and state not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
-
-
-def wrapper_pids(session_id: str) -> dict[int, int]:
-    """pid -> real uid of every live process whose argv carries the session id (the wrapper,
-    its watcher and their helpers; not the command, whose argv is its own)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if session_id.encode() in argv and "\nState:\tZ" not in status:
-            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            found[int(entry.name)] = int(uid_line.split()[1])
-    return found
-
-
-def wait_for(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
-
-
-def _claims() -> set[Path]:
-    return {p for d in ("/dev/shm", "/tmp") for p in Path(d).glob(".kubexec-*")}
-
-
 @pytest.fixture(autouse=True)
 def _no_claims_left() -> Iterator[None]:
-    """The wrappers' session claims (empty folders) made here are removed afterwards."""
-    before = _claims()
+    """The wrappers' session claims made here are removed afterwards."""
+    before = claims()
     yield
-    for claim in _claims() - before:
-        with contextlib.suppress(OSError):
-            claim.rmdir()
+    remove_new_claims(before)
 
 
 @pytest.fixture
 def session_id() -> Iterator[str]:
     sid = remote.new_session_id()
     yield sid
-    for pid in marked_pids(sid) + list(wrapper_pids(sid)):  # never leave processes behind
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    kill_all(sid)  # never leave processes behind
 
 
 class Wrapper:
@@ -173,7 +127,7 @@ class Wrapper:
             if self.proc.stdin and not self.proc.stdin.closed:
                 self.close_stdin()
         assert self.streams_closed(timeout)
-        record = remote.ExitRecord(self.session_id)
+        record = remote.Records(self.session_id)
         err = record.feed(b"".join(self._err)) + record.flush()
         self.record = record.code
         if record.code is not None:
@@ -214,7 +168,9 @@ def test_the_request_is_small_whatever_the_command(session_id: str) -> None:
     command = orted_command(32 * 1024)
     built = launch(command, session_id, uid=1000, gid=100, groups=[5, 7])
     assert built.argv[:4] == ["/bin/sh", "-c", remote.ENTRY, "kubexec"]
-    assert built.argv[4:] == [session_id, "300", "lifeline", "1000", "100", "5,7", "/bin/sh"]
+    assert built.argv[4:] == [
+        session_id, "300", "lifeline", "1000", "100", "5,7", "/bin/sh", "0", ""
+    ]  # fmt: skip
     query = urllib.parse.urlencode([("command", c) for c in built.argv])
     assert len(query) < 2048  # proxies commonly cap the request line at 8 KiB
     assert command.encode() in built.preamble  # the command travels on stdin

@@ -178,13 +178,13 @@ def test_a_success_without_the_exit_record_is_a_cut_stream(
 
 def test_exit_records_are_found_across_frames_and_only_ours() -> None:
     sid = "0123456789abcdef"
-    record = remote.ExitRecord(sid)
+    record = remote.Records(sid)
     chunks = [b"a\x1e", b"kubexec-exit:other:3\x1e b", b"\x1ekubexec-exit:", sid.encode(),
               b":", b"42", b"\x1e", b"tail\x1e", b"kub"]  # fmt: skip
     out = b"".join(record.feed(c) for c in chunks) + record.flush()
     assert record.code == 42
     assert out == b"a\x1ekubexec-exit:other:3\x1e btail\x1ekub"
-    bogus = remote.ExitRecord(sid)
+    bogus = remote.Records(sid)
     text = b"\x1ekubexec-exit:" + sid.encode() + b":x1\x1e"
     assert bogus.feed(text) + bogus.flush() == text
     assert bogus.code is None

@@ -482,6 +482,11 @@ def test_invocation_is_frozen() -> None:
         (["h", "--grace=1", "cmd"], {}, "--grace: kubexec's own options must come before"),
         (["h"], {"KUBEXEC_GRACE": "soon"}, "grace: expected a number of seconds"),
         (["h"], {"KUBEXEC_FORWARD_STDIN": "maybe"}, "KUBEXEC_FORWARD_STDIN=maybe"),
+        (["--reattach", "soon", "h"], {}, "--reattach=soon: expected seconds"),
+        (["--reattach=-1", "h"], {}, "--reattach=-1: expected seconds"),
+        (["--reattach=2d", "h"], {}, "--reattach=2d: at most 86400 seconds"),
+        (["--reattach=86401", "h"], {}, "--reattach=86401: at most 86400 seconds"),
+        (["h"], {"KUBEXEC_REATTACH": "x"}, "--reattach=x: expected seconds"),
     ],
 )
 def test_usage_errors(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -491,3 +496,13 @@ def test_usage_errors(argv: list[str], env: dict[str, str], message: str) -> Non
     assert message in text
     assert "\n" not in text
     assert not isinstance(info.value, ValueError)
+
+
+def test_reattach_window() -> None:
+    # The default sits inside the bounds: a job survives an API server back within
+    # 30 s; kill -9 leaves nothing after 60 s plus the grace (window + the pod's 5 s margin).
+    assert 30 <= p("h").reattach == 45.0 <= 60 - 5
+    assert p("--reattach", "0", "h").reattach == 0.0  # today's behaviour
+    assert p("--reattach=1m30s", "h").reattach == 90.0
+    assert p("h", env={"KUBEXEC_REATTACH": "20"}).reattach == 20.0
+    assert p("--reattach=5", "h", env={"KUBEXEC_REATTACH": "20"}).reattach == 5.0
