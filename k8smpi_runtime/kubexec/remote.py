@@ -392,11 +392,14 @@ wake() {
 tell() {
     [ -p "$D/ctl" ] && echo "$*" 1<>"$D/ctl"
 }
-# clean: the session's files go; the claim stays (a late replay is refused) and says so.
+# clean: the session's files go; the claim stays (a late replay is refused) and says so,
+# first (what checks for "gone" or another file never finds neither).
 clean() {
     [ -p "$D/q" ] && echo q 1<>"$D/q"
-    rm -rf "$D"/* 2>/dev/null
     : >"$D/gone"
+    for _f in "$D"/*; do
+        [ "$_f" = "$D/gone" ] || rm -rf "$_f" 2>/dev/null
+    done
 }
 # pump S: stream S of the command (FIFO o<S>) into its segments, a chunk (one read) at a time,
 # counting the bytes (from dd's report; else by wc); waking the relay after each. Segments of
@@ -424,7 +427,7 @@ pump() {
         [ $((_t - _a)) -lt @BUFFER@ ] && [ -z "$_old" ] && continue
         while :; do
             _a1= _a2=
-            read -r _a1 _a2 <"$D/ack" 2>/dev/null
+            read -r _a1 _a2 2>/dev/null <"$D/ack"
             eval "_a=\${_a$_i:-0}"
             case $_a in *[!0-9]*) _a=0 ;; esac
             _k= _keep=
@@ -461,7 +464,7 @@ drain() {
         pad $((_q + 1)) 9
         _nx=
         for _f in "$D/$1.$_p".*; do [ -e "$_f" ] && _nx=$_f; done
-        KUBEXEC_SESSION=$sid dd bs=65536 <&"$2" >&"$3" 2>/dev/null &
+        KUBEXEC_SESSION=$sid dd bs=65536 <&"$2" >&"$3" 2>/dev/null 8>&- &
         echo $! >"$D/r.$me"
         wait $! || return 1
         [ -n "$_nx" ] || return 0
@@ -490,7 +493,7 @@ relay() {
             done
             break
         fi
-        [ -e "$D/torn" ] && return 2
+        [ -e "$D/torn" ] || [ -e "$D/gone" ] && return 2
         read -r _dr <&7 || return 1
         [ -e "$D/off.$me" ] && return 1
         case $_dr in 1 | 2) ;; *) _dr= ;; esac
@@ -531,6 +534,7 @@ enq() {
 # lost; the relay stops and the keeper's window starts.
 swatch() {
     read -r self _x </proc/self/stat
+    echo "$self" >"$D/s.$me"
     _in=0 _bye=
     read -r _in <"$D/inpos"
     while IFS= read -r _f; do
@@ -547,17 +551,26 @@ swatch() {
         esac
     done
     if [ -n "$_bye" ]; then
+        : >"$D/off.$me"
         tell "b $me"
         [ -p "$D/w.$me" ] && echo b 1<>"$D/w.$me"
         [ -e "$D/done" ] && clean
         return
     fi
+    lost "$1"
+}
+# lost RELAY: this exec's stream is gone (its stdin ended without goodbye, or its process was
+# killed: see guard): the relay and the watcher stop, the keeper's window starts.
+lost() {
     [ -p "$D/w.$me" ] && echo e 1<>"$D/w.$me"
     : >"$D/off.$me"
     _r=
-    read -r _r <"$D/r.$me" 2>/dev/null
+    read -r _r 2>/dev/null <"$D/r.$me"
     [ -n "$_r" ] && marked "$_r" && kill -s KILL "$_r" 2>/dev/null
-    alive "$1" && kill -s TERM "$1" 2>/dev/null
+    [ -n "$1" ] && alive "$1" && kill -s TERM "$1" 2>/dev/null
+    _p=
+    read -r _p 2>/dev/null <"$D/s.$me"
+    [ -n "$_p" ] && [ "$_p" != "$self" ] && alive "$_p" && kill -s TERM "$_p" 2>/dev/null
     tell "d $me"
     # After the end the status may not have reached kubexec: kept for a re-attach.
     if [ -e "$D/done" ]; then
@@ -613,16 +626,15 @@ tstop() {
 # Tears the session down on goodbye or when the window runs out while no exec is attached.
 keeper() {
     read -r self _x </proc/self/stat
-    exec 5<>"$D/ctl"
     _att=$me _x= _e=0 _g=0 _t=
-    while read -r _v _a <&5; do
+    while read -r _v _a <&9; do
         case $_v in
         a) _att=$_a; tstop ;;
         d) [ "$_a" = "$_att" ] && { _att=; tstart; } ;;
-        b) [ -e "$D/done" ] || { : >"$D/torn"; wakecur; teardown; }; break ;;
+        b) [ -e "$D/done" ] || { : >"$D/torn"; wakecur; teardown; clean; }; break ;;
         t) if [ "$_a" = "$_g" ] && [ -z "$_att" ]; then
                 _t=
-                if [ -e "$D/done" ]; then clean; else : >"$D/torn"; wakecur; teardown; fi
+                if [ -e "$D/done" ]; then clean; else : >"$D/torn"; wakecur; teardown; clean; fi
                 break
             fi ;;
         x) _x=1 ;;
@@ -636,34 +648,66 @@ keeper() {
     done
     tstop
 }
+# guard ACTION...: ACTION runs once this exec's own process ($$) is gone, which the end of
+# FIFO g.<me> says (only that process holds it open for writing, fd 8: children close it;
+# opened before the guard exists, so a kill at any time is seen). A runtime may kill the
+# process when it cuts the stream (containerd does, SIGKILL, on its stream idle timeout)
+# without ending the exec's stdin, the end the watchers wait for. Without mkfifo: no guard.
+guard() {
+    mkfifo -m 600 "$D/g.$me" 2>/dev/null || return 0
+    exec 8<>"$D/g.$me"
+    (
+        exec 6<"$D/g.$me" </dev/null >/dev/null 3<&- 4>&- 7<&- 8<&- 9<&-
+        rm -f "$D/g.$me"
+        read -r self _x </proc/self/stat
+        read -r _x <&6
+        "$@"
+    ) &
+}
+# gone RELAY: the guard's action in a session: the stream is lost, unless this exec
+# was done with already (goodbye, lost, or another exec took over: off.<me>).
+gone() {
+    [ -e "$D/off.$me" ] || [ -e "$D/gone" ] || lost "$@"
+}
 # session: the command with its output through D (above); this exec relays it until the
 # command ends or the stream is lost.
 session() {
     F= _i=/dev/null
-    # The start record: the session exists (kubexec re-attaches to it only then).
-    printf '\036kubexec-start:%s:\036' "$sid" >&2
-    # Held open all along: what is written to a FIFO that no process holds is lost.
-    exec 3<&0 4>&2 2>/dev/null 7<>"$D/w.$me"
+    # Held open all along: what is written to a FIFO that no process holds is lost. ctl (9)
+    # is opened here, before the keeper exists, and the keeper inherits it: a command that
+    # ends at once has its events told before a keeper's own open could have run.
+    exec 3<&0 4>&2 2>/dev/null 7<>"$D/w.$me" 9<>"$D/ctl"
     (exec </dev/null 3<&- 4>&- 7<&- >/dev/null; keeper) &
     K=$!
     echo "$K" >"$D/keeper"
-    (exec </dev/null 3<&- 4>&- 7<&- >/dev/null; pump 1) &
+    (exec </dev/null 3<&- 4>&- 7<&- 9<&- >/dev/null; pump 1) &
     P1=$!
-    (exec </dev/null 3<&- 4>&- 7<&- >/dev/null; pump 2) &
+    (exec </dev/null 3<&- 4>&- 7<&- 9<&- >/dev/null; pump 2) &
     P2=$!
     if [ "$mode" = forward ]; then
-        (exec </dev/null 3<&- 4>&- 7<&- >"$D/p"; feed) &
+        (exec </dev/null 3<&- 4>&- 7<&- 9<&- >"$D/p"; feed) &
         F=$! _i=$D/p
     fi
-    (exec </dev/null 3<&-; relay 0 0 "") &
+    (exec </dev/null 3<&- 9<&-; relay 0 0 "") &
     A=$!
-    (exec <&3 >/dev/null 3<&- 4>&- 7<&-; swatch "$A") &
+    (exec <&3 >/dev/null 3<&- 4>&- 7<&- 9<&-; swatch "$A") &
     exec 3<&-
-    # In the foreground: an asynchronous list would ignore SIGINT and SIGQUIT.
-    (export KUBEXEC_SESSION="$sid"; exec $_s "$@" <"$_i" >"$D/o1" 2>"$D/o2" 4>&- 7<&-)
+    guard gone "$A"
+    # The command, and keeping its status, in a subshell of their own: the runtime may kill
+    # this exec's process when its stream is cut (containerd does, SIGKILL, on its stream
+    # idle timeout), and the status must outlive it. In the foreground, both: an
+    # asynchronous list would ignore SIGINT and SIGQUIT.
+    (
+        # The start record: the session and its command exist (kubexec re-attaches only then).
+        printf '\036kubexec-start:%s:\036' "$sid" >&4
+        exec >/dev/null 4>&- 7<&- 8>&- 9<&-
+        (export KUBEXEC_SESSION="$sid"; exec $_s "$@" <"$_i" >"$D/o1" 2>"$D/o2")
+        st=$?
+        echo "$st" >"$D/status"
+        tell x
+        exit "$st"
+    )
     st=$?
-    echo "$st" >"$D/status"
-    tell x
     wait "$A"
     _r=$?
     wait "$K" "$P1" "$P2"
@@ -697,12 +741,14 @@ attach() {
         echo "kubexec: session $sid $_why; its exit status is unknown" >&2
         exit 255
     fi
+    # Before this exec takes the session over (a kill from then on is seen).
+    guard gone ""
     _o=
     read -r _o <"$D/cur"
     echo "$me" >"$D/cur"
     : >"$D/off.$_o"
     _r=
-    read -r _r <"$D/r.$_o" 2>/dev/null
+    read -r _r 2>/dev/null <"$D/r.$_o"
     [ -n "$_r" ] && marked "$_r" && kill -s KILL "$_r" 2>/dev/null
     [ -p "$D/w.$_o" ] && echo x 1<>"$D/w.$_o"
     tell "a $me"
@@ -716,10 +762,10 @@ attach() {
     _in=0 _e=0
     read -r _in <"$D/inpos"
     [ -e "$D/ineof" ] && _e=1
-    printf '\036kubexec-attach:%s:%s:%s\036' "$sid" "$_in" "$_e" >&2
     exec 3<&0 4>&2 2>/dev/null
-    (exec <&3 >/dev/null 3<&- 4>&-; swatch "$me") &
+    (exec <&3 >/dev/null 3<&- 4>&- 8<&-; swatch "$me") &
     exec 3<&-
+    printf '\036kubexec-attach:%s:%s:%s\036' "$sid" "$_in" "$_e" >&4
     relay "${at%,*}" "${at#*,}" "1 2"
     case $? in
     0) byebye; exit "$_st" ;;
@@ -753,6 +799,7 @@ fi
 # the connection is lost.
 watch() {
     read -r self _x </proc/self/stat
+    [ -n "$D" ] && echo "$self" >"$D/watch"
     _open=$1
     while IFS= read -r _f; do
         case $_f in
@@ -781,6 +828,18 @@ watch() {
         teardown
     fi
 }
+# orphaned: the guard's action without a session (this exec's process is gone). The command
+# still running (no "ended"): the stream was cut, so as for a lost lifeline, the command and
+# the watcher (whose stdin may never end) go.
+orphaned() {
+    if [ ! -e "$D/ended" ]; then
+        _p=
+        read -r _p 2>/dev/null <"$D/watch"
+        [ -n "$_p" ] && alive "$_p" && kill -s TERM "$_p" 2>/dev/null
+        teardown
+    fi
+    rm -f "$D/ended" "$D/watch"
+}
 fired=
 trap 'fired=1' USR1
 # From here on the shell's own stderr is /dev/null (a shell reports "Killed" for a child
@@ -790,13 +849,27 @@ exec 3<&0 4>&2 2>/dev/null
 # would keep saved copies of the exec's stdout, and the exec would never end.
 if [ "$mode" = forward ]; then
     # In the background of the pipeline's left side, so the pipeline ends with the command.
-    { (exec <&3 3<&- 4>&-; watch 1) & } |
-        (export KUBEXEC_SESSION="$sid"; exec $_s "$@" 2>&4 3<&- 4>&-)
+    [ -n "$D" ] && guard orphaned
+    # The command in a subshell that says when it ended (the guard's "ended", above).
+    { (exec <&3 3<&- 4>&- 8>&-; watch 1) & } | (
+        exec 3<&- 8>&-
+        (export KUBEXEC_SESSION="$sid"; exec $_s "$@" 2>&4 4>&-)
+        _x=$?
+        [ -n "$D" ] && : >"$D/ended"
+        exit "$_x"
+    )
     st=$?
 else
     (exec <&3 >/dev/null 3<&- 4>&-; watch 0) &
     exec 3<&-
-    [ -z "$fired" ] && (export KUBEXEC_SESSION="$sid"; exec $_s "$@" </dev/null 2>&4 4>&-)
+    [ -n "$D" ] && guard orphaned
+    [ -z "$fired" ] && (
+        exec 8>&-
+        (export KUBEXEC_SESSION="$sid"; exec $_s "$@" </dev/null 2>&4 4>&-)
+        _x=$?
+        [ -n "$D" ] && : >"$D/ended"
+        exit "$_x"
+    )
     st=$?
 fi
 [ -n "$fired" ] && exit 255

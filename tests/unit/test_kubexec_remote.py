@@ -360,6 +360,19 @@ def test_lifeline_eof_kills_after_grace_what_ignores_term(session_id: str) -> No
     assert wrapper.proc.wait(GRACE + MARGIN) == 255
 
 
+@pytest.mark.parametrize("mode", ["lifeline", "forward"])
+def test_a_wrapper_its_runtime_killed_still_tears_down(session_id: str, mode: str) -> None:
+    # containerd SIGKILLs an exec's own process when its stream idle timeout cuts the stream,
+    # and never ends the exec's stdin: the command, which ran on, goes all the same, and so
+    # does the watcher that waits for that end.
+    wrapper = Wrapper(launch("setsid sleep 1000 & exec sleep 1000", session_id, mode=mode))
+    assert wait_for(lambda: len(marked_pids(session_id)) == 2, 2.0)
+    wrapper.proc.kill()
+    assert wait_for(lambda: not marked_pids(session_id), GRACE + MARGIN)
+    assert wait_for(lambda: not wrapper_pids(session_id), MARGIN)
+    wrapper.close_stdin()
+
+
 def test_normal_end_stands_the_watcher_down(session_id: str) -> None:
     # A daemon detached on purpose (orted --daemonize) outlives the exec and the lifeline.
     command = "setsid sleep 1000 </dev/null >/dev/null 2>&1 &"
