@@ -15,22 +15,21 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from k8smpi_runtime.kubexec import remote
 from tests.unit.wrapperkit import (
-    claims,
-    kill_all,
+    Stdin,
     marked_pids,
-    remove_new_claims,
+    spawn,
     wait_for,
     wrapper_pids,
 )
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+pytestmark = pytest.mark.usefixtures("no_claims_left")
+
 
 GRACE = 0.3
 MARGIN = 5.0
@@ -41,22 +40,7 @@ needs_root = pytest.mark.skipif(not ROOT, reason="switching user needs root")
 needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
 
 
-@pytest.fixture(autouse=True)
-def _no_claims_left() -> Iterator[None]:
-    """The wrappers' session claims made here are removed afterwards."""
-    before = claims()
-    yield
-    remove_new_claims(before)
-
-
-@pytest.fixture
-def session_id() -> Iterator[str]:
-    sid = remote.new_session_id()
-    yield sid
-    kill_all(sid)  # never leave processes behind
-
-
-class Wrapper:
+class Wrapper(Stdin):
     """One exec: stdin is the lifeline pipe (the preamble is written at once), stdout and
     stderr are drained."""
 
@@ -67,13 +51,7 @@ class Wrapper:
         env: dict[str, str] | None = None,
         prefix: tuple[str, ...] = (),
     ) -> None:
-        self.proc = subprocess.Popen(
-            [*prefix, *launch.argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
+        self.proc = spawn(launch, env=env, prefix=prefix)
         self.session_id = launch.argv[4] if launch.preamble else launch.argv[5]
         self.record: int | None = None
         self._out: list[bytes] = []
@@ -93,14 +71,6 @@ class Wrapper:
         assert self.proc.stdin is not None
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
-
-    def send(self, data: bytes) -> None:
-        """The command's input, framed as kubexec frames it in forward mode."""
-        for i in range(0, len(data), 65536):
-            self.write(remote.frame(data[i : i + 65536]))
-
-    def end_input(self) -> None:
-        self.write(remote.END_OF_INPUT)
 
     def close_stdin(self) -> None:
         assert self.proc.stdin is not None

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -23,13 +23,12 @@ from tests.unit.wrapperkit import (
     claims,
     kill_all,
     marked_pids,
-    remove_new_claims,
     wait_for,
     wrapper_pids,
 )
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+pytestmark = pytest.mark.usefixtures("no_claims_left")
+
 
 GRACE = 0.3
 WINDOW = 2.0
@@ -41,20 +40,6 @@ TICK = "0.3"
 def _no_window_margin(monkeypatch: pytest.MonkeyPatch) -> None:
     # The pod's margin beyond the window (5 s) would only make these tests slower.
     monkeypatch.setattr(remote, "WINDOW_MARGIN", 0.0)
-
-
-@pytest.fixture(autouse=True)
-def _no_claims_left() -> Iterator[None]:
-    before = claims()
-    yield
-    remove_new_claims(before)
-
-
-@pytest.fixture
-def session_id() -> Iterator[str]:
-    sid = remote.new_session_id()
-    yield sid
-    kill_all(sid)
 
 
 def start(command: str | None, session_id: str, *, stalled: bool = False, **kwargs: Any) -> Exec:

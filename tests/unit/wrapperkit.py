@@ -73,7 +73,36 @@ def remove_new_claims(before: set[Path]) -> None:
         shutil.rmtree(claim, ignore_errors=True)
 
 
-class Exec:
+def spawn(
+    launch: remote.Launch, *, env: dict[str, str] | None, prefix: tuple[str, ...]
+) -> subprocess.Popen[bytes]:
+    """One exec's process: the launch's argv (after ``prefix``), pipes for its streams."""
+    return subprocess.Popen(
+        [*prefix, *launch.argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+class Stdin:
+    """What kubexec writes on an exec's stdin besides the preamble: the command's input in
+    frames, and its end (forward mode). Subclasses say how bytes are written."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        """The command's input, framed as kubexec frames it in forward mode."""
+        for i in range(0, len(data), 65536):
+            self.write(remote.frame(data[i : i + 65536]))
+
+    def end_input(self) -> None:
+        self.write(remote.END_OF_INPUT)
+
+
+class Exec(Stdin):
     """One exec of the wrapper: stdin is its lifeline (the preamble is written at once);
     stdout and stderr are read as they come, the records taken out of stderr, and once the exit
     record and all the output it counts are in, goodbye is said (what kubexec does).
@@ -91,13 +120,7 @@ class Exec:
         base: tuple[int, int] = (0, 0),
     ) -> None:
         """``base``: the offsets an attach starts from (its acknowledgements count from them)."""
-        self.proc = subprocess.Popen(
-            [*prefix, *launch.argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
+        self.proc = spawn(launch, env=env, prefix=prefix)
         self.session_id = launch.argv[4]
         self.records = remote.Records(self.session_id)
         self.out = bytearray()
@@ -156,14 +179,6 @@ class Exec:
                 return  # kubexec said goodbye (the exit record came): it forwards no more
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
-
-    def send(self, data: bytes) -> None:
-        """The command's input, framed as kubexec frames it in forward mode."""
-        for i in range(0, len(data), 65536):
-            self.write(remote.frame(data[i : i + 65536]))
-
-    def end_input(self) -> None:
-        self.write(remote.END_OF_INPUT)
 
     def ack(self) -> None:
         with self._changed:
