@@ -60,7 +60,12 @@ takes ``$1`` the command, then the session id, uid, gid, groups and shell.
    (for processes forked late), sends KILL to whatever is left after the grace period, and
    the wrapper exits 255. When the command ends first, the wrapper exits with its status and
    the watcher, finding the wrapper gone when stdin ends, does nothing. Anything the command
-   detached on purpose, such as ``orted --daemonize``, stays alive.
+   detached on purpose, such as ``orted --daemonize``, stays alive. A runtime may instead kill
+   the wrapper's own process and never end the exec's stdin (containerd does both when its
+   stream idle timeout cuts the stream): a *guard* process learns of that death from a FIFO
+   that only the wrapper's process holds open for writing, and tears the command (and the
+   watcher) down unless the command had ended (``ended``, written by the subshell that runs
+   it).
 
 One exec per call in every mode: the command's stdin end is a frame, not the exec stdin's end,
 so that end always means "kubexec is gone" and needs no second, guarding exec.
@@ -102,7 +107,9 @@ wrapper keeps the command's session in its claim folder ``D`` (mode 0700) instea
   record ``\x1ekubexec-attach:<id>:<input position>:<0|1 input ended>\x1e`` (kubexec resends
   stdin from there) and relays from those offsets. An attach never starts a command; a session
   that is not there, or was torn down, is exit 255 with one line;
-- the command's exit status is kept in ``D/status``; once both streams are drained the relay
+- the command runs in a subshell of its own that keeps its exit status in ``D/status`` (so the
+  status outlives a runtime's kill of the exec's process; that kill, which the guard above
+  sees, counts as a lost stream); once both streams are drained the relay
   writes the exit record with the lengths, ``\x1ekubexec-exit:<id>:<status>:<out>:<err>\x1e``,
   and waits for kubexec's ``bye`` (kubexec has all once the lengths are in), then exits with
   the status. A stream lost after the command ended keeps the files for the window;
