@@ -4,7 +4,7 @@ The exec stream is a stand-in (:class:`LocalExec`) that runs the wrapper as a lo
 and hands its stdout and stderr over as frames, as the API server would; :meth:`cut` is a lost
 stream (the process's stdin ends, what it writes afterwards is lost, kubexec's read fails),
 and :attr:`LocalExec.refuse` makes the next opens fail as an API server that is down does. The
-whole path (a real API server killed) is in tests/e2e/test_kubexec_reattach.py.
+whole path (a real API server killed) is in tests/e2e/test_real_node_reattach.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each exec is a process with pipes for its streams (tests/unit/wrapperkit.Exec). 
 is stdin's end (what the runtime does when the exec's connection drops) with everything the
 exec writes afterwards dropped on the floor, as bytes in flight are; a re-attach is a second
 exec in ``attach`` mode from the offsets the first one delivered. The real path (API server
-killed, containerd, kubexec) is in tests/e2e/test_kubexec_reattach.py.
+killed, containerd, kubexec) is in tests/e2e/test_real_node_reattach.py.
 """
 
 from __future__ import annotations
