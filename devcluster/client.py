@@ -112,9 +112,16 @@ class Cluster:
         )
         return name
 
-    def delete_namespace(self, name: str) -> None:
+    def delete_namespace(self, name: str, timeout_s: int = 120) -> None:
         # Waiting matters: simulated nodes have few GPUs and the next test needs them back.
-        self.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s", timeout=150)
+        self.kubectl(
+            "delete",
+            "namespace",
+            name,
+            "--wait=true",
+            f"--timeout={timeout_s}s",
+            timeout=timeout_s + 30,
+        )
 
     def token_kubeconfig(self, token: str, namespace: str) -> Path:
         """A kubeconfig that authenticates with ``token`` only (as a pod's service account)."""

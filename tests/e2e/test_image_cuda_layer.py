@@ -1,10 +1,10 @@
-"""The CUDA layer of the GPU base from PyPI, built on every ``make test`` (issue 12).
+"""The CUDA layer of the GPU base from PyPI, on its own (issue 12).
 
-The whole ``base-pypi`` image compiles UCX and Open MPI (about half an hour cold on 2 cores:
-``make test-cuda``, tests/e2e/test_image_cuda.py). What can break from one day to the next is
-what comes from PyPI: NVIDIA's ``cuda-toolkit`` pins, the wheels' layout, the driver stubs
-generated from their headers. So every run builds the ``pypi-devel`` stage alone (a minute or
-two) and links a CUDA program against it the way UCX's configure does.
+What can break from one day to the next is what comes from PyPI: NVIDIA's ``cuda-toolkit``
+pins, the wheels' layout, the driver stubs generated from their headers. The ``pypi-devel``
+stage is built alone (cached when tests/e2e/test_image_cuda.py built the whole image) and a CUDA
+program is linked against it the way UCX's configure does: a failure here names the layer, not
+a UCX configure log.
 """
 
 from __future__ import annotations

@@ -63,13 +63,19 @@ class Built:
     context: bytes  # the sources as they were built (colleagues may edit the tree meanwhile)
 
     def tag(self, variant: str, mpi: str = build.MPIS[0]) -> str:
-        """The tag of ``variant`` (cpu, example: with the cpu image's MPI ``mpi``)."""
+        """The tag of ``variant`` (cpu, example: with the cpu image's MPI ``mpi``, or FROM the
+        one other image of the plan, base-pypi for instance)."""
         if variant == "example":
-            parent = self.tag("cpu", mpi)
+            cpu = any(b.variant == "cpu" for b in self.plan)
+            parent = self.tag("cpu", mpi) if cpu else self.tag(self._example_parent())
             return next(b.tag for b in self.plan if b.buildargs.get("BASE_IMAGE") == parent)
         return next(
             b.tag for b in self.plan if b.variant == variant and b.buildargs.get("MPI", mpi) == mpi
         )
+
+    def _example_parent(self) -> str:
+        (variant,) = {b.variant for b in self.plan if b.variant != "example"}
+        return variant
 
     def devel_tag(self, variant: str) -> str:
         tag = next(b.devel_tag for b in self.plan if b.variant == variant)

@@ -127,7 +127,10 @@ def job(cluster: Cluster, hint: str, env: dict[str, str] | None = None) -> Itera
     try:
         yield Job(cluster, namespace, kit.job_pods(cluster, namespace, WORKERS, env))
     finally:
-        cluster.delete_namespace(namespace)
+        # Longer than usual: until the restarted API server's node authorizer has seen the
+        # pods again it refuses the kubelet's status updates, so the kubelet's final status of
+        # each deleted pod (what ends its deletion) can come a minute late.
+        cluster.delete_namespace(namespace, timeout_s=300)
 
 
 @pytest.fixture

@@ -150,6 +150,14 @@ def local(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[LocalExec]]:
     remove_new_claims(before)
 
 
+def feed(fd: int, data: bytes) -> None:
+    """All of ``data`` into the pipe ``fd``: a write that fills the pipe and then meets a
+    signal returns what it wrote so far (65536 bytes), and the rest would never be sent."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class Run:
     """kubexec's session in a thread, with pipes for its local streams."""
 
@@ -180,7 +188,7 @@ class Run:
         self.thread = threading.Thread(target=self._run, args=(out_w, err_w), daemon=True)
         self.thread.start()
         if stdin:  # more than a pipe holds: written while kubexec reads
-            threading.Thread(target=os.write, args=(self.stdin_w, stdin), daemon=True).start()
+            threading.Thread(target=feed, args=(self.stdin_w, stdin), daemon=True).start()
 
     def _read(self, fd: int, sink: bytearray) -> None:
         while data := os.read(fd, 65536):
@@ -321,10 +329,10 @@ def test_forwarded_stdin_across_losses_is_neither_lost_nor_doubled() -> None:
     assert wait_for(lambda: len(run.out) >= 100_000, 10)
     first.cut()  # some frames in flight are lost
     second = wait_opened(2)
-    os.write(run.stdin_w, data[150_000:300_000])
+    feed(run.stdin_w, data[150_000:300_000])
     assert wait_for(lambda: len(run.out) >= 200_000, 10)
     second.cut()
-    os.write(run.stdin_w, data[300_000:])
+    feed(run.stdin_w, data[300_000:])
     run.end_stdin()
     assert run.result() == 0
     assert bytes(run.out) == data
